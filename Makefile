@@ -1,0 +1,33 @@
+# The two commands: `make demo` (train + evaluate on the built-in synthetic data) and `make test`.
+# Both create .venv when missing and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.omnireid-installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-slow bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/omnireid demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/eval_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,2 @@
+"""omnireid: a PyTorch toolbox for re-identification and general recognition."""
+__version__ = "0.1.0"
