@@ -199,7 +199,9 @@ def coerce(default: Any, value: Any, full_key: str, source: str) -> Any:
             return value
         raise ConfigError(f"{source}: {full_key} expects a string, got {value!r}")
     if isinstance(default, (list, tuple)):
-        if isinstance(value, str) and not isinstance(default, str):
+        if isinstance(value, str) and value.strip()[:1] in ("(", "["):
+            value = parse_value(value)  # FastReID writes lists as strings: '("CrossEntropyLoss",)'
+        if isinstance(value, str):
             value = [value]  # `DATASETS.NAMES Market1501` means a one-element list
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {full_key} expects a list, got {value!r}")

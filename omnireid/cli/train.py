@@ -1,0 +1,57 @@
+"""``omnireid train``: train (or evaluate) a model described by a config file.
+
+Runs in one process or under torchrun::
+
+    omnireid train --config-file configs/Market1501/bagtricks_R50.yml SOLVER.MAX_EPOCH 10
+    torchrun --nproc_per_node 2 -m omnireid train --config-file ... OUTPUT_DIR logs/x
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from omnireid.cli.main import COMMAND_REGISTRY
+
+logger = logging.getLogger("omnireid")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config-file F`` and trailing ``KEY VALUE`` overrides, shared by every config-driven command."""
+    parser.add_argument("--config-file", metavar="FILE", default="", help="YAML config (may use _BASE_)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides, e.g. SOLVER.MAX_EPOCH 10 MODEL.BACKBONE.DEPTH 50x")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from omnireid.engine import Trainer, default_setup, distributed_context, evaluate, load_model_weights, setup_cfg
+    from omnireid.engine.setup import save_config
+    from omnireid.modeling import build_model
+    from omnireid.utils import comm
+
+    cfg = setup_cfg(args.config_file, args.opts)
+    with distributed_context():
+        default_setup(cfg)
+        if args.eval_only:
+            save_config(cfg, cfg.OUTPUT_DIR)
+            model = build_model(cfg).to(comm.resolve_device(cfg.MODEL.DEVICE))
+            if cfg.MODEL.WEIGHTS:
+                load_model_weights(model, cfg.MODEL.WEIGHTS)
+            else:
+                logger.warning("--eval-only without MODEL.WEIGHTS: evaluating an untrained model")
+            evaluate(cfg, model)
+            del model
+            return 0
+        trainer = Trainer(cfg, resume=args.resume)
+        trainer.train()
+        trainer.release()
+    return 0
+
+
+@COMMAND_REGISTRY.register("train")
+def add_train_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train or evaluate a model from a config",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS")
+    add_config_arguments(parser)
+    parser.set_defaults(func=run_train)

@@ -1,0 +1,166 @@
+"""Training hooks: everything around the optimisation step lives here, not in the loop."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+from omnireid.utils import comm
+
+if TYPE_CHECKING:
+    from .trainer import TrainerBase
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Called by the trainer at fixed points; ``self.trainer`` is set when registered."""
+
+    trainer: "TrainerBase"
+
+    def before_train(self) -> None: ...
+
+    def after_train(self) -> None: ...
+
+    def before_step(self) -> None: ...
+
+    def after_backward(self) -> None:
+        """After gradients exist, before clipping and the optimizer step."""
+
+    def after_step(self) -> None: ...
+
+
+def _period_reached(trainer: "TrainerBase", period_iters: int) -> bool:
+    next_iter = trainer.iter + 1
+    return next_iter == trainer.max_iter or (period_iters > 0 and next_iter % period_iters == 0)
+
+
+class IterationTimer(HookBase):
+    """Records the wall time of each step (``time``)."""
+
+    def before_step(self) -> None:
+        self._start = time.perf_counter()
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("time", time.perf_counter() - self._start)
+
+
+class LRScheduler(HookBase):
+    """Records the LR used by this step, then advances the per-iteration schedule."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        self.optimizer, self.scheduler = optimizer, scheduler
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("lr", max(g["lr"] for g in self.optimizer.param_groups))
+        self.scheduler.step()
+
+
+class FreezeLayers(HookBase):
+    """Keep the named modules fixed (eval mode, no updates) for the first ``freeze_iters`` steps.
+
+    Gradients of frozen parameters are dropped after backward rather than switching
+    ``requires_grad``, which DistributedDataParallel does not allow after wrapping.
+    """
+
+    def __init__(self, model: nn.Module, names: list[str], freeze_iters: int) -> None:
+        modules = dict(model.named_modules())
+        missing = [n for n in names if n not in modules]
+        if missing:
+            raise KeyError(f"MODEL.FREEZE_LAYERS names unknown modules {missing}; "
+                           f"top-level modules are {[n for n, _ in model.named_children()]}")
+        self.modules = [modules[n] for n in names]
+        self.freeze_iters = freeze_iters
+
+    def _active(self) -> bool:
+        return self.trainer.iter < self.freeze_iters
+
+    def before_step(self) -> None:
+        if self._active():
+            for module in self.modules:
+                module.eval()
+        elif self.trainer.iter == self.freeze_iters:
+            logger.info("Unfreezing layers at iteration %d", self.trainer.iter)
+            for module in self.modules:
+                module.train()
+
+    def after_backward(self) -> None:
+        if self._active():
+            for module in self.modules:
+                for param in module.parameters():
+                    param.grad = None
+
+
+class PeriodicCheckpointer(HookBase):
+    """``model_{iter:07d}`` every ``period`` iterations and ``model_final`` at the end."""
+
+    def __init__(self, checkpointer, period_iters: int, extra: Callable[[], dict]) -> None:
+        self.checkpointer = checkpointer
+        self.period_iters = period_iters
+        self.extra = extra
+
+    def after_step(self) -> None:
+        next_iter = self.trainer.iter + 1
+        if next_iter == self.trainer.max_iter:
+            self.checkpointer.save("model_final", iteration=next_iter, **self.extra())
+        elif self.period_iters > 0 and next_iter % self.period_iters == 0:
+            self.checkpointer.save(f"model_{next_iter:07d}", iteration=next_iter, **self.extra())
+
+
+class EvalHook(HookBase):
+    """Runs ``eval_fn`` every ``period`` iterations and after the last one."""
+
+    def __init__(self, period_iters: int, eval_fn: Callable[[], dict]) -> None:
+        self.period_iters = period_iters
+        self.eval_fn = eval_fn
+
+    def after_step(self) -> None:
+        if _period_reached(self.trainer, self.period_iters):
+            self.eval_fn()
+            comm.synchronize()
+
+
+class PeriodicWriter(HookBase):
+    """Publishes the metric storage every ``period`` iterations and at the end."""
+
+    def __init__(self, writers: list, period: int = 20) -> None:
+        self.writers = writers
+        self.period = period
+
+    def after_step(self) -> None:
+        if _period_reached(self.trainer, self.period):
+            for writer in self.writers:
+                writer.write(self.trainer.storage, self.trainer.epoch)
+
+    def after_train(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar over iterations on the main process."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and comm.is_main_process()
+        self._bar = None
+
+    def before_train(self) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.trainer.max_iter, initial=self.trainer.start_iter,
+                             desc="train", unit="it", dynamic_ncols=True, leave=False)
+
+    def after_step(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            latest = self.trainer.storage.latest()
+            if "total_loss" in latest:
+                self._bar.set_postfix(loss=f"{latest['total_loss'][0]:.3f}", epoch=self.trainer.epoch)
+
+    def after_train(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
