@@ -144,7 +144,7 @@ class ProgressBar(HookBase):
     """A tqdm bar over iterations on the main process."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and comm.is_main_process()
+        self.enabled = enabled
         self._bar = None
 
     def before_train(self) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Protocol
 
 import torch
@@ -48,8 +49,13 @@ def inference_on_dataset(model: nn.Module, loader, evaluator: Evaluator, device:
     return evaluator.evaluate()
 
 
+def progress_enabled() -> bool:
+    """Progress bars on the main process unless ``OMNIREID_PROGRESS=0``."""
+    return comm.is_main_process() and os.environ.get("OMNIREID_PROGRESS", "1") != "0"
+
+
 def _progress(loader):
-    if not comm.is_main_process():
+    if not progress_enabled():
         return loader
     from tqdm import tqdm
 

@@ -20,7 +20,7 @@ from omnireid.utils import comm
 from . import hooks as H
 from .checkpoint import Checkpointer, load_model_weights, unwrap
 from .events import ConsoleWriter, EvalResultWriter, MetricStorage, TensorboardWriter
-from .inference import inference_on_dataset, print_results_table
+from .inference import inference_on_dataset, print_results_table, progress_enabled
 from .setup import save_config
 
 logger = logging.getLogger(__name__)
@@ -158,11 +158,14 @@ class Trainer(TrainerBase):
             H.LRScheduler(self.optimizer, self.scheduler),
             H.FreezeLayers(unwrap(self.model), list(cfg.MODEL.FREEZE_LAYERS), cfg.SOLVER.FREEZE_ITERS)
             if cfg.MODEL.FREEZE_LAYERS and cfg.SOLVER.FREEZE_ITERS > 0 else None,
+            # Hooks the model asks for (e.g. a distiller's EMA teacher), before the checkpointer so
+            # that a checkpoint holds the state after this step's update.
+            *getattr(unwrap(self.model), "training_hooks", list)(),
             # Checkpoint before evaluating so an evaluation crash never loses the trained state.
             H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, lambda: {}),
             H.EvalHook(cfg.TEST.EVAL_PERIOD * ipe, self._evaluate_and_record) if cfg.TEST.EVAL_PERIOD > 0 else None,
             H.PeriodicWriter(writers, period=20),
-            H.ProgressBar(enabled=os.environ.get("OMNIREID_PROGRESS", "1") != "0"),
+            H.ProgressBar(enabled=progress_enabled()),
         ]
 
     def run_step(self) -> None:

@@ -1,0 +1,119 @@
+"""FastReID's ``Baseline``: backbone -> head -> configured losses, with normalisation inside."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import nn
+
+from omnireid.modeling.backbones import build_backbone
+from omnireid.modeling.heads import build_heads
+from omnireid.modeling.losses import build_losses
+
+from .registry import META_ARCH_REGISTRY
+
+if TYPE_CHECKING:
+    from omnireid.config import CfgNode
+
+Batch = dict  # a loader batch: {"images", "targets", "camids", "img_paths"} (docs/design.md)
+
+
+@META_ARCH_REGISTRY.register()
+class Baseline(nn.Module):
+    """Single-branch reID model: ``losses(heads(backbone(normalise(images))))``.
+
+    ``forward(batch)`` follows docs/design.md: training mode returns ``{loss_name: scalar}``
+    (already weighted), eval mode returns the retrieval features ``(N, D)``. ``batch`` is a loader
+    dict or a bare image tensor; images are uint8 or float on the 0-255 scale and are never
+    modified in place.
+
+    The steps are public so subclasses (e.g. a Distiller) can combine several models::
+
+        images  = model.preprocess_image(batch)           # normalised float copy, on the model device
+        targets = model.prepare_targets(batch)            # int64 labels, on the model device
+        outputs = model.forward_outputs(images, targets)  # head dict, in train *and* eval mode:
+                  # {"cls_outputs", "pred_class_logits", "features", "neck_features"}
+        losses  = model.losses(outputs, targets)          # {"loss_cls": ..., "loss_triplet": ...}
+
+    A distiller runs ``forward_outputs`` on the student and (under ``no_grad``) on each teacher,
+    then adds its own term to ``losses(student_outputs, targets)``.
+    """
+
+    def __init__(self, *, backbone: nn.Module, heads: nn.Module, losses: Sequence[nn.Module],
+                 pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+        super().__init__()
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) and MODEL.PIXEL_STD ({list(pixel_std)}) "
+                             "must have the same length")
+        if any(s <= 0 for s in pixel_std):
+            raise ValueError(f"MODEL.PIXEL_STD must be positive, got {list(pixel_std)}")
+        self.backbone = backbone
+        self.heads = heads
+        self.loss_modules = nn.ModuleList(losses)
+        # Not persistent: normalisation comes from the config, checkpoints stay plain weight dicts.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg: "CfgNode") -> "Baseline":
+        backbone = build_backbone(cfg)
+        return cls(backbone=backbone, heads=build_heads(cfg, in_channels=backbone.out_channels),
+                   losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batch: Batch | torch.Tensor) -> torch.Tensor:
+        """``(images - mean) / std`` as a new float tensor on the model's device."""
+        images = batch["images"] if isinstance(batch, dict) else batch
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"expected an image tensor or a batch dict with 'images', got {type(images).__name__}")
+        channels = self.pixel_mean.shape[1]
+        if images.dim() != 4 or images.shape[1] != channels:
+            raise ValueError(f"images must have shape (N, {channels}, H, W), got {tuple(images.shape)}")
+        images = images.to(device=self.pixel_mean.device, dtype=self.pixel_mean.dtype)
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def prepare_targets(self, batch: Batch) -> torch.Tensor:
+        """The batch's identity labels as int64 on the model device.
+
+        All-negative labels (FastReID's marker for data without usable labels, e.g. precise-BN
+        passes over another dataset) become zeros so that margin classifiers do not fail.
+        """
+        if not isinstance(batch, dict) or "targets" not in batch:
+            raise KeyError("training needs a batch dict with 'targets' (identity labels)")
+        targets = torch.as_tensor(batch["targets"]).to(device=self.device, dtype=torch.long)
+        if targets.numel() and bool((targets < 0).all()):
+            targets = torch.zeros_like(targets)
+        return targets
+
+    def forward_outputs(self, images: torch.Tensor, targets: torch.Tensor | None = None,
+                        camids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Head outputs for already preprocessed images, whatever the train/eval mode."""
+        return self.heads.compute_outputs(self.backbone_features(images, camids), targets)
+
+    def prepare_camids(self, batch: Batch | torch.Tensor) -> torch.Tensor | None:
+        """The batch's camera ids (int64, model device) when the backbone uses them, else None."""
+        if not getattr(self.backbone, "accepts_camids", False) or not isinstance(batch, dict) or "camids" not in batch:
+            return None
+        return torch.as_tensor(batch["camids"]).to(device=self.device, dtype=torch.long)
+
+    def backbone_features(self, images: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbones declaring ``accepts_camids = True`` (ViT side-information embedding) get the camera ids."""
+        if camids is not None and getattr(self.backbone, "accepts_camids", False):
+            return self.backbone(images, camids=camids)
+        return self.backbone(images)
+
+    def losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{loss_name: weighted scalar}`` for every configured loss, computed in float32 even under
+        autocast (distances and log-sum-exps lose too much in fp16/bf16)."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return {loss.loss_name: loss(outputs, targets) for loss in self.loss_modules}
+
+    def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+        images = self.preprocess_image(batch)
+        if self.training:
+            targets = self.prepare_targets(batch)
+            return self.losses(self.forward_outputs(images, targets, self.prepare_camids(batch)), targets)
+        return self.heads(self.backbone_features(images, self.prepare_camids(batch)))
