@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e ".[test]"
+	# FastReID 1.4.0, the reference of tests/test_compat_fastreid*.py: its pins (torch 1.13) do not resolve,
+	# so no deps; of its runtime needs, model building only lacks yacs and termcolor.
+	$(PY) -m pip install -q --no-deps fastreid==1.4.0
+	$(PY) -m pip install -q yacs termcolor
 	touch $(STAMP)
 
 install: $(STAMP)

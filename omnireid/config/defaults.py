@@ -35,6 +35,10 @@ _C.MODEL.BACKBONE.NORM = "BN"
 _C.MODEL.BACKBONE.WITH_IBN = False
 _C.MODEL.BACKBONE.WITH_SE = False
 _C.MODEL.BACKBONE.WITH_NL = False
+# ResNet forms FastReID checkpoints need (set by `omnireid convert-fastreid`): stem max pool without
+# padding and with ceil_mode (torchvision: padding 1), and FastReID's non-local block.
+_C.MODEL.BACKBONE.STEM_POOL_CEIL = False
+_C.MODEL.BACKBONE.NL_TYPE = "embedded_gaussian"  # or "fastreid_dot_product"
 _C.MODEL.BACKBONE.PRETRAIN = False
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 _C.MODEL.BACKBONE.VARIANT = ""  # model name for generic backbones (e.g. a timm model name)
@@ -77,7 +81,7 @@ _C.KD.MODEL_CONFIG = []  # teacher config files
 _C.KD.MODEL_WEIGHTS = []  # teacher checkpoints, one per config
 _C.KD.TEMPERATURE = 16.0
 _C.KD.LOSS_WEIGHT = 1.0
-_C.KD.OVERHAUL_WEIGHT = 1.0
+_C.KD.OVERHAUL_WEIGHT = 0.1  # on sum/batch/1000 (the paper's scale): FastReID FastDistill's sum/batch/10000
 _C.KD.STAGE_WEIGHTS = [1.0 / 8, 1.0 / 4, 1.0 / 2, 1.0]
 _C.KD.EMA = CN({"ENABLED": False, "MOMENTUM": 0.999})
 

@@ -19,6 +19,8 @@ logger = logging.getLogger("omnireid")
 
 def setup_cfg(config_file: str | None, opts: Sequence[str] = ()) -> CfgNode:
     """Defaults, then the YAML file (with its ``_BASE_`` chain), then ``KEY VALUE`` overrides."""
+    import omnireid.compat.fastreid_config  # noqa: F401  (registers the FastReID V1.0 key-name translator)
+
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)

@@ -100,6 +100,16 @@ class ResNetSpec:
     non_local_per_stage: tuple[int, int, int, int]
 
 
+# MODEL.BACKBONE.NL_TYPE -> fn(channels, norm): the non-local block inserted after a stage's blocks.
+NON_LOCAL_TYPES = MappingProxyType({
+    # Wang et al.: in_channels // 2 inner channels, softmax affinity.
+    "embedded_gaussian": lambda channels, norm: NonLocal(channels, norm),
+    # FastReID's AGW block as it is built (1 inner channel, dot-product affinity / positions): needed to
+    # reproduce FastReID-trained checkpoints.
+    "fastreid_dot_product": lambda channels, norm: NonLocal(channels, norm, reduction=channels,
+                                                            embedded_gaussian=False),
+})
+
 RESNET_SPECS = MappingProxyType({
     "18x": ResNetSpec(BasicBlock, (2, 2, 2, 2), (0, 1, 1, 0)),
     "34x": ResNetSpec(BasicBlock, (3, 4, 6, 3), (0, 2, 3, 0)),
@@ -118,15 +128,21 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, spec: ResNetSpec, last_stride: int = 1, norm: str = "BN", with_ibn: bool = False,
-                 with_se: bool = False, with_nl: bool = False) -> None:
+                 with_se: bool = False, with_nl: bool = False, stem_pool_ceil: bool = False,
+                 nl_type: str = "embedded_gaussian") -> None:
         super().__init__()
         if last_stride not in (1, 2):
             raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}")
+        if nl_type not in NON_LOCAL_TYPES:
+            raise ValueError(f"MODEL.BACKBONE.NL_TYPE must be one of {list(NON_LOCAL_TYPES)}, got {nl_type!r}")
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, 64)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        # torchvision pads the stem max pool by 1; FastReID (Caffe style) pads 0 and rounds up: other windows
+        # (and one row/column less when the stem map is odd), so FastReID checkpoints need their own form.
+        self.maxpool = (nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True) if stem_pool_ceil
+                        else nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
         strides = (1, 2, 2, last_stride)
         ibn_per_stage = (with_ibn, with_ibn, with_ibn, False)
         for index, (planes, blocks, stride, ibn) in enumerate(
@@ -139,7 +155,8 @@ class ResNet(nn.Module):
         for index, (planes, blocks, count) in enumerate(
                 zip((64, 128, 256, 512), spec.blocks_per_stage, non_local), start=1):
             channels = planes * spec.block.expansion
-            self.add_module(f"NL_{index}", nn.ModuleList(NonLocal(channels, norm) for _ in range(count)))
+            self.add_module(f"NL_{index}", nn.ModuleList(NON_LOCAL_TYPES[nl_type](channels, norm)
+                                                         for _ in range(count)))
             setattr(self, f"NL_{index}_idx", tuple(range(blocks - count, blocks)))
 
     def _make_stage(self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, stride: int,
@@ -191,7 +208,8 @@ def build_resnet_backbone(cfg: "CfgNode") -> ResNet:
     if depth not in RESNET_SPECS:
         raise ValueError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth; choose one of {list(RESNET_SPECS)}")
     model = ResNet(RESNET_SPECS[depth], last_stride=bcfg.LAST_STRIDE, norm=bcfg.NORM, with_ibn=bcfg.WITH_IBN,
-                   with_se=bcfg.WITH_SE, with_nl=bcfg.WITH_NL)
+                   with_se=bcfg.WITH_SE, with_nl=bcfg.WITH_NL, stem_pool_ceil=bcfg.STEM_POOL_CEIL,
+                   nl_type=bcfg.NL_TYPE)
     # PRETRAIN_PATH, else the manifest file (omnireid/modeling/weights.py): torchvision's ImageNet
     # weights, or IBN-Net's release for IBN-a; their classifier ("fc.") is not part of the backbone.
     manifest_name = f"resnet{depth.rstrip('x')}" + ("_ibn_a" if bcfg.WITH_IBN else "")

@@ -25,8 +25,7 @@ from torch import nn
 
 from omnireid.modeling.backbones import build_backbone
 from omnireid.modeling.distill import (StageFeatureCapture, ema_update_, feature_connector, js_divergence_kd,
-                                       overhaul_margins, overhaul_stage_loss, stage_output_norms)
-from omnireid.modeling.distill.stage_features import stage_channels
+                                       overhaul_margins, overhaul_stage_loss, stage_channels, stage_output_norms)
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
 from omnireid.utils.file_io import load_checkpoint_file
@@ -75,11 +74,14 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
                         "forward_outputs(images, targets); a teacher must be a Baseline-like model")
     checkpoint = load_checkpoint_file(weights_path)
     state = checkpoint.get("model", checkpoint)
+    own = teacher.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or mismatched:
+        raise ValueError(f"KD.MODEL_WEIGHTS[{index}] {weights_path!r} does not fit the teacher built from "
+                         f"{config_path!r}: {len(missing)} weights missing (e.g. {missing[:3]}), {len(mismatched)} "
+                         f"with another shape (e.g. {mismatched[:3]}); config and weights do not belong together")
     result = teacher.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        raise KeyError(f"KD.MODEL_WEIGHTS[{index}] {weights_path!r} lacks {len(result.missing_keys)} weights of the "
-                       f"teacher built from {config_path!r} (e.g. {result.missing_keys[:3]}): config and weights "
-                       "do not belong together")
     if result.unexpected_keys:
         logger.info("Teacher %d: ignoring %d non-model entries of %s (e.g. %s)", index, len(result.unexpected_keys),
                     weights_path, result.unexpected_keys[:3])
@@ -131,10 +133,13 @@ class Distiller(Baseline):
             raise ValueError(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}; "
                              "give one weights file per teacher config")
         num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
-        teachers = [load_teacher(c, w, num_classes, i) for i, (c, w) in enumerate(zip(configs, weights))]
         backbone = build_backbone(cfg)
-        return dict(backbone=backbone, heads=build_heads(cfg, in_channels=backbone.out_channels),
-                    losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+        heads = build_heads(cfg, in_channels=backbone.out_channels)
+        # The student is built first and the teachers' (overwritten) random init draws from a forked
+        # RNG: the student starts, and the data pipeline runs, exactly as in a run without teachers.
+        with torch.random.fork_rng(devices=[]):
+            teachers = [load_teacher(c, w, num_classes, i) for i, (c, w) in enumerate(zip(configs, weights))]
+        return dict(backbone=backbone, heads=heads, losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
                     teachers=teachers, temperature=cfg.KD.TEMPERATURE, loss_weight=cfg.KD.LOSS_WEIGHT,
                     ema_momentum=float(cfg.KD.EMA.MOMENTUM) if cfg.KD.EMA.ENABLED else None)
 
@@ -186,6 +191,11 @@ class Distiller(Baseline):
 
     def distillation_losses(self, student: dict[str, Any], teachers: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """``{"loss_kd": ...}``: JS-divergence KD averaged over teachers, times ``KD.LOSS_WEIGHT``."""
+        for index, outputs in enumerate([student, *teachers]):
+            if "pred_class_logits" not in outputs:
+                who = "the student" if index == 0 else f"teacher {index - 1}"
+                raise KeyError(f"{who} produced no 'pred_class_logits': logit distillation needs a classifier "
+                               "head (MODEL.HEADS.NUM_CLASSES > 0)")
         with torch.autocast(device_type=self.device.type, enabled=False):
             terms = [js_divergence_kd(student["pred_class_logits"], teacher["pred_class_logits"], self.temperature)
                      for teacher in teachers]
@@ -222,20 +232,23 @@ class DistillerOverhaul(Distiller):
         if len(stage_weights) != len(student_channels):
             raise ValueError(f"KD.STAGE_WEIGHTS has {len(stage_weights)} values but the student backbone has "
                              f"{len(student_channels)} stages")
-        connectors = []
-        for index, teacher in enumerate(self.teachers):
-            backbone = getattr(teacher, "backbone", None)
-            if backbone is None:
-                raise TypeError(f"teacher {index} ({type(teacher).__name__}) has no 'backbone' to read stages from")
-            teacher_channels = stage_channels(backbone)
-            if len(teacher_channels) != len(student_channels):
-                raise ValueError(f"teacher {index} has {len(teacher_channels)} stages, the student "
-                                 f"{len(student_channels)}: overhaul distillation pairs stages one to one")
-            connectors.append(nn.ModuleList(feature_connector(s, t)
-                                            for s, t in zip(student_channels, teacher_channels)))
-        self.connectors = nn.ModuleList(connectors)
+        with torch.random.fork_rng(devices=[]):  # connector init leaves the global RNG stream as it was
+            self.connectors = nn.ModuleList(self._connectors_to(teacher, index, student_channels)
+                                            for index, teacher in enumerate(self.teachers))
         self.overhaul_weight = float(overhaul_weight)
         self.stage_weights = tuple(float(w) for w in stage_weights)
+
+    @staticmethod
+    def _connectors_to(teacher: nn.Module, index: int, student_channels: list[int]) -> nn.ModuleList:
+        """One 1x1 conv + BN per stage, from the student's width to this teacher's."""
+        backbone = getattr(teacher, "backbone", None)
+        if backbone is None:
+            raise TypeError(f"teacher {index} ({type(teacher).__name__}) has no 'backbone' to read stages from")
+        teacher_channels = stage_channels(backbone)
+        if len(teacher_channels) != len(student_channels):
+            raise ValueError(f"teacher {index} has {len(teacher_channels)} stages, the student "
+                             f"{len(student_channels)}: overhaul distillation pairs stages one to one")
+        return nn.ModuleList(feature_connector(s, t) for s, t in zip(student_channels, teacher_channels))
 
     @classmethod
     def from_config(cls, cfg: "CfgNode") -> "DistillerOverhaul":
