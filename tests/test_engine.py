@@ -123,3 +123,30 @@ def test_two_process_ddp_equals_one_process_with_same_total_batch(synthetic_root
     m2 = [json.loads(line) for line in open(os.path.join(two, "metrics.json"))][-1]
     for key in ("Rank-1", "mAP", "mINP"):
         assert m1[key] == pytest.approx(m2[key], abs=1e-3)  # features gathered across ranks in order
+
+
+def test_precise_bn_gives_the_average_of_batch_statistics():
+    from torch import nn
+
+    from omnireid.engine.hooks import update_bn_stats
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    batches = [torch.randn(5, 3, 4, 4) * (i + 1) + i for i in range(3)]
+    used = update_bn_stats(model, iter(batches + [torch.zeros(5, 3, 4, 4)]), num_iters=3)
+    assert used == 3 and not model.training and model[1].momentum == 0.1
+    with torch.no_grad():
+        outs = [model[0](b) for b in batches]
+    mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outs]).mean(0)
+    var = torch.stack([o.var(dim=(0, 2, 3), unbiased=True) for o in outs]).mean(0)
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[1].running_var, var, rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_precise_bn(synthetic_root, tmp_path, make_tiny_cfg):
+    out = str(tmp_path / "pbn")
+    cfg = make_tiny_cfg(synthetic_root, out, "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1",
+                        "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.DATASET", "Market1501",
+                        "TEST.PRECISE_BN.NUM_ITER", "2")
+    train(cfg)
+    assert "PreciseBN: re-estimating" in open(os.path.join(out, "log.txt")).read()

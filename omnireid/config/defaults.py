@@ -44,7 +44,6 @@ _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 _C.MODEL.BACKBONE.VARIANT = ""  # model name for generic backbones (e.g. a timm model name)
 _C.MODEL.BACKBONE.WIDTH_MULT = 1.0  # width multiplier (MobileNet/ShuffleNet/OSNet)
 _C.MODEL.BACKBONE.DEPLOY = False  # re-parameterised (deploy) form, e.g. RepVGG
-_C.MODEL.BACKBONE.RETURN_PRE_RELU = False  # stage features before the final ReLU (overhaul KD)
 # ViT
 _C.MODEL.BACKBONE.SIE_COE = 3.0
 _C.MODEL.BACKBONE.STRIDE_SIZE = [16, 16]
@@ -126,7 +125,6 @@ _C.DATALOADER = CN()
 _C.DATALOADER.SAMPLER_TRAIN = "NaiveIdentitySampler"
 _C.DATALOADER.NUM_INSTANCE = 4  # K in P x K
 _C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.SET_WEIGHT = []
 
 # ---------------------------------------------------------------------------------------------
 # Solver
@@ -170,6 +168,7 @@ _C.TEST.ROC = CN({"ENABLED": False})
 _C.TEST.FLIP = CN({"ENABLED": False})
 _C.TEST.AQE = CN({"ENABLED": False, "ALPHA": 3.0, "QE_TIME": 1, "QE_K": 5})
 _C.TEST.RERANK = CN({"ENABLED": False, "K1": 20, "K2": 6, "LAMBDA": 0.3})
+# Re-estimate BatchNorm statistics over NUM_ITER training batches of DATASET before each evaluation.
 _C.TEST.PRECISE_BN = CN({"ENABLED": False, "DATASET": "Market1501", "NUM_ITER": 300})
 
 # ---------------------------------------------------------------------------------------------
@@ -179,16 +178,6 @@ _C.EXPORT = CN()
 _C.EXPORT.OPSET = 17
 _C.EXPORT.DYNAMIC_BATCH = True
 _C.EXPORT.BATCH_SIZE = 1
-
-# ---------------------------------------------------------------------------------------------
-# Hyperparameter search (Ray Tune)
-# ---------------------------------------------------------------------------------------------
-_C.TUNE = CN()
-_C.TUNE.SEARCH_ALGO = "bohb"
-_C.TUNE.NUM_TRIALS = 12
-_C.TUNE.METRIC = "score"
-_C.TUNE.GPUS_PER_TRIAL = 1.0
-_C.TUNE.CPUS_PER_TRIAL = 1.0
 
 
 def get_cfg() -> CN:

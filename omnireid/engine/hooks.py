@@ -164,3 +164,54 @@ class ProgressBar(HookBase):
     def after_train(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+@torch.no_grad()
+def update_bn_stats(model: nn.Module, batches, num_iters: int) -> int:
+    """Recompute BatchNorm running statistics as the plain average over ``num_iters`` batches.
+
+    The model runs in training mode (so BN uses batch statistics); with ``momentum=None`` PyTorch
+    keeps a cumulative average, i.e. every batch counts equally. Returns the number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    used = 0
+    try:
+        for batch in batches:
+            if used == num_iters:
+                break
+            model(batch)
+            used += 1
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+    if used < num_iters:
+        logger.warning("PreciseBN: the data gave %d batches of the %d asked for", used, num_iters)
+    return used
+
+
+class PreciseBN(HookBase):
+    """Before each evaluation, re-estimate BN statistics over ``num_iters`` batches (FastReID's PRECISE_BN).
+
+    Batches come from their own loader (``make_batches``), so the training stream and its resume
+    position are untouched. Labels are replaced by -1: the model treats them as unlabelled.
+    """
+
+    def __init__(self, period_iters: int, model: nn.Module, make_batches: Callable[[], object], num_iters: int) -> None:
+        self.period_iters = period_iters
+        self.model = model
+        self.make_batches = make_batches
+        self.num_iters = num_iters
+
+    def after_step(self) -> None:
+        if _period_reached(self.trainer, self.period_iters):
+            logger.info("PreciseBN: re-estimating BatchNorm statistics over %d batches", self.num_iters)
+            update_bn_stats(self.model, self.make_batches(), self.num_iters)

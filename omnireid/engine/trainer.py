@@ -63,6 +63,16 @@ class TrainerBase(abc.ABC):
             self._call("after_train")
 
     @abc.abstractmethod
+    def _precise_bn_batches(self) -> Iterator[dict]:
+        """Unlabelled training batches of ``TEST.PRECISE_BN.DATASET`` on this device."""
+        cfg = self.cfg.clone().defrost()
+        cfg.DATASETS.NAMES = [cfg.TEST.PRECISE_BN.DATASET]
+        cfg.DATALOADER.NUM_WORKERS = min(cfg.DATALOADER.NUM_WORKERS, 2)
+        for batch in build_train_loader(cfg).loader:
+            batch = move_batch(batch, self.device)
+            batch["targets"] = torch.full_like(batch["targets"], -1)
+            yield batch
+
     def run_step(self) -> None:
         """One optimisation step."""
 
@@ -163,10 +173,22 @@ class Trainer(TrainerBase):
             *getattr(unwrap(self.model), "training_hooks", list)(),
             # Checkpoint before evaluating so an evaluation crash never loses the trained state.
             H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, lambda: {}),
+            H.PreciseBN(cfg.TEST.EVAL_PERIOD * ipe, unwrap(self.model), self._precise_bn_batches,
+                        cfg.TEST.PRECISE_BN.NUM_ITER) if cfg.TEST.PRECISE_BN.ENABLED and cfg.TEST.EVAL_PERIOD > 0 else None,
             H.EvalHook(cfg.TEST.EVAL_PERIOD * ipe, self._evaluate_and_record) if cfg.TEST.EVAL_PERIOD > 0 else None,
             H.PeriodicWriter(writers, period=20),
             H.ProgressBar(enabled=progress_enabled()),
         ]
+
+    def _precise_bn_batches(self) -> Iterator[dict]:
+        """Unlabelled training batches of ``TEST.PRECISE_BN.DATASET`` on this device."""
+        cfg = self.cfg.clone().defrost()
+        cfg.DATASETS.NAMES = [cfg.TEST.PRECISE_BN.DATASET]
+        cfg.DATALOADER.NUM_WORKERS = min(cfg.DATALOADER.NUM_WORKERS, 2)
+        for batch in build_train_loader(cfg).loader:
+            batch = move_batch(batch, self.device)
+            batch["targets"] = torch.full_like(batch["targets"], -1)
+            yield batch
 
     def run_step(self) -> None:
         model = self.model

@@ -1,0 +1,372 @@
+"""One prediction interface for every deployment backend, chosen from the artifact's file type.
+
+``Predictor.from_artifact(path)`` loads a PyTorch checkpoint (``.pth``/``.pt``, with its config), a
+TorchScript archive (``.ts``/``.torchscript``), an ONNX model (``.onnx``, ONNX Runtime), an OpenVINO
+IR (``.xml``), a TensorRT engine (``.engine``/``.plan``) or a Caffe model (``.prototxt``/``.caffemodel``,
+run by OpenCV's dnn module); ``predictor(images)`` maps uint8 (or float 0-255) ``(N, 3, H, W)`` RGB
+images to ``(N, D)`` float32 features. Backends with a fixed batch get padded chunks transparently.
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from omnireid.utils.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+# file suffix (".onnx", ...) -> Backend subclass
+PREDICTOR_BACKENDS = Registry("predictor backend")
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+
+
+def register_backend(*suffixes: str):
+    """Register a backend class under its file suffixes (the first is the name, others aliases)."""
+
+    def deco(cls):
+        return PREDICTOR_BACKENDS.register(suffixes[0], aliases=tuple(suffixes[1:]))(cls)
+
+    return deco
+
+
+class Backend(abc.ABC):
+    """A loaded artifact. ``run`` takes a contiguous float32 batch the backend accepts."""
+
+    name: ClassVar[str]
+    input_shape: list[int | str | None]  # (batch, 3, H, W); a non-int batch is dynamic
+    max_batch: int | None = None  # largest batch a dynamic backend accepts (TensorRT profile)
+
+    @abc.abstractmethod
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """Features of a float32 ``(n, 3, H, W)`` batch as float32 ``(n, D)``."""
+
+    @property
+    def fixed_batch(self) -> int | None:
+        batch = self.input_shape[0] if self.input_shape else None
+        return batch if isinstance(batch, int) and batch > 0 else None
+
+
+class Predictor:
+    """``predictor(images) -> features`` on any backend; see the module docstring."""
+
+    def __init__(self, backend: Backend, source: str = "") -> None:
+        self.backend = backend
+        self.source = source
+
+    @classmethod
+    def from_artifact(cls, path: str, **kwargs: Any) -> "Predictor":
+        """Load ``path`` with the backend registered for its suffix; ``kwargs`` go to that backend."""
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"artifact not found: {path}")
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix not in PREDICTOR_BACKENDS:
+            known = ", ".join(sorted(PREDICTOR_BACKENDS.names(include_aliases=True)))
+            raise ValueError(f"{path}: unknown artifact type {suffix!r}; known: {known}")
+        backend = PREDICTOR_BACKENDS.get(suffix)(path, **kwargs)
+        return cls(backend, source=path)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) the artifact expects, when it declares one."""
+        shape = self.backend.input_shape
+        if shape and isinstance(shape[2], int) and isinstance(shape[3], int):
+            return int(shape[2]), int(shape[3])
+        return None
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        batch = _as_float_batch(images)
+        expected = self.input_size
+        if expected is not None and tuple(batch.shape[2:]) != expected:
+            raise ValueError(f"{self.source}: images are {batch.shape[2]}x{batch.shape[3]} but the artifact "
+                             f"expects {expected[0]}x{expected[1]} (resize them first)")
+        if batch.shape[0] == 0:
+            raise ValueError("no images to predict")
+        chunk = self.backend.fixed_batch or self.backend.max_batch
+        if chunk is None:
+            return np.ascontiguousarray(self.backend.run(batch), dtype=np.float32)
+        outputs = []
+        for start in range(0, batch.shape[0], chunk):
+            part = batch[start:start + chunk]
+            count = part.shape[0]
+            if self.backend.fixed_batch and count < chunk:  # pad a static batch with copies of the last image
+                part = np.concatenate([part, np.repeat(part[-1:], chunk - count, axis=0)])
+            outputs.append(self.backend.run(np.ascontiguousarray(part))[:count])
+        return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)
+
+
+def _as_float_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
+    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"expected uint8 or float images (0-255), got dtype {images.dtype}")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# PyTorch checkpoint
+# ------------------------------------------------------------------------------------------------
+def load_weights_strict(model: torch.nn.Module, path: str) -> None:
+    """Load a checkpoint's ``model`` state dict; any missing/unexpected/mis-shaped key is an error.
+
+    Deployment must never run on partly random weights, so unlike resuming training nothing is skipped.
+    """
+    from omnireid.utils.file_io import load_checkpoint_file
+
+    checkpoint = load_checkpoint_file(path)
+    state = checkpoint.get("model", checkpoint)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        hint = ""
+        if "classifier" in str(exc):
+            hint = (" (a classifier mismatch means MODEL.HEADS.NUM_CLASSES differs from training: use the "
+                    "config.yaml that training wrote next to its checkpoints, which records it)")
+        raise RuntimeError(f"{path}: the checkpoint does not match the model built from the config{hint}: "
+                           f"{exc}") from None
+
+
+def model_input_size(cfg: Any) -> tuple[int, int]:
+    """(H, W) the model sees at test time: ``INPUT.CROP.SIZE`` when cropping, else ``INPUT.SIZE_TEST``."""
+    size = cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED else cfg.INPUT.SIZE_TEST
+    size = [int(s) for s in size]
+    return (size[0], size[0]) if len(size) == 1 else (size[0], size[1])
+
+
+def build_model_from_config(config_file: str | None, opts: Sequence[str] = (), weights: str | None = None,
+                            device: str = "cpu") -> tuple[torch.nn.Module, Any]:
+    """Config -> model in eval mode, with ``weights`` (or ``MODEL.WEIGHTS``) loaded strictly."""
+    from omnireid.engine.setup import setup_cfg
+    from omnireid.modeling import build_model
+
+    cfg = setup_cfg(config_file, list(opts))
+    cfg.defrost()
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    cfg.MODEL.DEVICE = device
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        load_weights_strict(model, cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: the model has its initial (untrained) weights")
+    return model.to(device).eval(), cfg
+
+
+@register_backend(".pth", ".pt")
+class TorchBackend(Backend):
+    """A checkpoint plus its config (``config_file``, or ``config.yaml`` next to the checkpoint)."""
+
+    name = "pytorch"
+
+    def __init__(self, path: str, config_file: str | None = None, opts: Sequence[str] = (),
+                 device: str = "auto") -> None:
+        from omnireid.utils.comm import resolve_device
+
+        self.device = resolve_device(device)
+        if config_file is None:
+            sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+            if not os.path.isfile(sibling):
+                raise ValueError(f"{path}: a PyTorch checkpoint needs its config; pass config_file "
+                                 f"(--config-file) or put config.yaml next to it")
+            config_file = sibling
+        self.model, cfg = build_model_from_config(config_file, opts, weights=path, device=str(self.device))
+        self.input_shape = ["batch", 3, *model_input_size(cfg)]
+
+    @torch.no_grad()
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# TorchScript
+# ------------------------------------------------------------------------------------------------
+@register_backend(".ts", ".torchscript")
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        import warnings
+
+        from omnireid.utils.comm import resolve_device
+
+        self.device = resolve_device(device)
+        extra = {"omnireid.json": ""}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra)
+        meta = json.loads(extra["omnireid.json"]) if extra["omnireid.json"] else {}
+        self.input_shape = meta.get("input_shape", ["batch", 3, None, None])
+
+    @torch.no_grad()
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.module(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX Runtime
+# ------------------------------------------------------------------------------------------------
+@register_backend(".onnx")
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: str, providers: Sequence[str] | None = None, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        available = ort.get_available_providers()
+        chosen = list(providers) if providers else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                                    if p in available]
+        self.session = ort.InferenceSession(path, sess_options=options, providers=chosen)
+        meta = self.session.get_inputs()[0]
+        self.input_name = meta.name
+        self.input_shape = [d if isinstance(d, int) else "batch" for d in meta.shape]
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# OpenVINO
+# ------------------------------------------------------------------------------------------------
+@register_backend(".xml")
+class OpenVinoBackend(Backend):
+    """OpenVINO runtime; ``inference_precision`` "f32" keeps full precision, None is the device default
+    (bf16 on CPUs with AMX/AVX512-BF16: faster, less exact)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str, device_name: str = "CPU", inference_precision: str | None = "f32",
+                 num_threads: int = 0) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {}
+        if inference_precision:
+            config["INFERENCE_PRECISION_HINT"] = inference_precision
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        self.compiled = core.compile_model(path, device_name, config)
+        shape = self.compiled.inputs[0].get_partial_shape()
+        self.input_shape = [d.get_length() if d.is_static else "batch" for d in shape]
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        result = self.request.infer({0: images})
+        return np.array(result[self.compiled.outputs[0]])
+
+
+# ------------------------------------------------------------------------------------------------
+# Caffe (read by OpenCV's dnn module)
+# ------------------------------------------------------------------------------------------------
+@register_backend(".prototxt", ".caffemodel")
+class OpenCvCaffeBackend(Backend):
+    """A ``.prototxt`` + ``.caffemodel`` pair with the same stem, run by ``cv2.dnn``."""
+
+    name = "opencv-caffe"
+
+    def __init__(self, path: str, output_name: str = OUTPUT_NAME) -> None:
+        try:
+            import cv2
+        except ImportError as exc:
+            raise ImportError("running Caffe models needs opencv-python-headless<5: "
+                              "pip install 'omnireid[export]'") from exc
+        if not hasattr(cv2.dnn, "readNetFromCaffe"):
+            raise ImportError(f"OpenCV {cv2.__version__} has no Caffe reader (removed in OpenCV 5); "
+                              "install opencv-python-headless<5")
+        stem = os.path.splitext(path)[0]
+        prototxt, caffemodel = stem + ".prototxt", stem + ".caffemodel"
+        for file in (prototxt, caffemodel):
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"Caffe model file missing: {file}")
+        self.net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+        self.output_name = output_name
+        self.input_shape = _caffe_input_shape(prototxt)
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        self.net.setInput(images)
+        out = self.net.forward(self.output_name)
+        return out.reshape(out.shape[0], -1)
+
+
+def _caffe_input_shape(prototxt: str) -> list[int | str | None]:
+    from google.protobuf import text_format
+
+    from omnireid.export.caffe_proto import NetParameter
+
+    with open(prototxt, encoding="utf-8") as f:
+        net = text_format.Parse(f.read(), NetParameter())
+    for layer in net.layer:
+        if layer.type == "Input" and layer.input_param.shape:
+            dims = list(layer.input_param.shape[0].dim)
+            return ["batch", *dims[1:]]  # OpenCV reshapes the net for any batch
+    return ["batch", 3, None, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorRT
+# ------------------------------------------------------------------------------------------------
+@register_backend(".engine", ".plan")
+class TensorRtBackend(Backend):
+    """A serialized TensorRT 10+ engine, run on the current CUDA device with torch-owned buffers."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str, device: str = "cuda") -> None:
+        from omnireid.export.tensorrt_exporter import import_tensorrt
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{path}: running a TensorRT engine needs a CUDA device; none is available")
+        trt = import_tensorrt()
+        self.device = torch.device(device)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        with open(path, "rb") as f:
+            self.engine = self.runtime.deserialize_cuda_engine(f.read())
+        if self.engine is None:
+            raise RuntimeError(f"{path}: TensorRT could not deserialize the engine (built by another version?)")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RuntimeError(f"{path}: expected one input and one output tensor, got {inputs} -> {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
+        output_type = self.engine.get_tensor_dtype(self.output_name)
+        if output_type not in dtypes:
+            raise RuntimeError(f"{path}: unsupported output type {output_type} (expected FLOAT or HALF)")
+        self.output_dtype = dtypes[output_type]
+        shape = list(self.engine.get_tensor_shape(self.input_name))
+        self.input_shape = ["batch" if d < 0 else int(d) for d in shape]
+        if shape[0] < 0:
+            _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            self.max_batch = int(max_shape[0])
+
+    @torch.no_grad()
+    def run(self, images: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(images).to(self.device)
+        self.context.set_input_shape(self.input_name, tuple(batch.shape))
+        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        output = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
+        self.context.set_tensor_address(self.input_name, batch.data_ptr())
+        self.context.set_tensor_address(self.output_name, output.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return output.float().cpu().numpy()
