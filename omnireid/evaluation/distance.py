@@ -1,0 +1,133 @@
+"""Query-gallery distances, computed block by block with one formula.
+
+Every path (full matrix, query chunks, re-ranking) calls :func:`compute_distance`, so a distance
+is the same float whether it was computed in a large or a small block.
+
+- ``cosine``: ``1 - <x/|x|, y/|y|>`` (FastReID's ``compute_cosine_distance``), in ``[0, 2]``.
+- ``euclidean``: the *squared* L2 distance ``|x|^2 + |y|^2 - 2<x, y>`` without clamping or
+  square root (FastReID's ``compute_euclidean_distance``).
+
+Half-precision inputs are converted to float32 first; float64 inputs stay float64.
+
+Threads: the GEMMs use the caller's torch thread setting; the memory-bound steps around them
+(ranking, k-NN bookkeeping, sparse re-ranking) default to one thread (``num_threads`` arguments),
+because torch's multi-threaded element-wise ops slow down several-fold when the cores are shared
+(measured on the 2-core benchmark machine), while one thread loses little on memory-bound work.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from omnireid.utils.registry import Registry
+
+# fn(x, y) -> (len(x), len(y)) distances; x, y already prepared by the matching "prepare" step.
+DISTANCE_REGISTRY = Registry("distance metric")
+
+
+class DistanceMetric:
+    """A retrieval distance: ``prepare`` once per feature set, then ``pairwise`` per block."""
+
+    name: str = ""
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Distance between ``x[i]`` and ``y[i]`` for every ``i`` (used for a few sparse pairs)."""
+        raise NotImplementedError
+
+
+@DISTANCE_REGISTRY.register("cosine")
+class CosineDistance(DistanceMetric):
+    name = "cosine"
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, p=2, dim=1)
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = torch.ones((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
+        return out.addmm_(x, y.t(), beta=1, alpha=-1)  # one block, one rounding of 1 - <x, y>
+
+    def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 1 - (x * y).sum(dim=1)
+
+
+@DISTANCE_REGISTRY.register("euclidean")
+class SquaredEuclideanDistance(DistanceMetric):
+    name = "euclidean"
+
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xx = x.pow(2).sum(dim=1, keepdim=True)
+        yy = y.pow(2).sum(dim=1, keepdim=True).t()
+        return (xx + yy).addmm_(x, y.t(), beta=1, alpha=-2)  # FastReID's order of operations
+
+    def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.pow(2).sum(dim=1) + y.pow(2).sum(dim=1) - 2 * (x * y).sum(dim=1)
+
+
+@contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the enclosed torch ops on ``num_threads`` intra-op threads (None: leave the setting)."""
+    old = torch.get_num_threads()
+    if num_threads is None or num_threads == old:
+        yield
+        return
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def get_metric(name: str) -> DistanceMetric:
+    """The registered metric ``name`` (``TEST.METRIC``); unknown names list the known ones."""
+    return DISTANCE_REGISTRY.get(name)()
+
+
+def as_float_tensor(array: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    """A CPU float32/float64 tensor view (float16/bfloat16 are upcast to float32); checks finiteness."""
+    tensor = torch.as_tensor(array)
+    if tensor.is_floating_point():
+        if tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()
+    else:
+        raise TypeError(f"{what} must be a floating-point array, got dtype {tensor.dtype}")
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    # a finite sum proves every value finite (one fast reduction); otherwise check element-wise
+    if tensor.numel() and not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return tensor
+
+
+def prepare_features(features: np.ndarray | torch.Tensor, metric: DistanceMetric, what: str) -> torch.Tensor:
+    feats = as_float_tensor(features, what)
+    if feats.dim() != 2:
+        raise ValueError(f"{what} must be 2-D (N, D), got shape {tuple(feats.shape)}")
+    return metric.prepare(feats).contiguous()
+
+
+def compute_distance(
+    x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, metric: str = "cosine"
+) -> torch.Tensor:
+    """The dense distance matrix between two feature sets (only for sizes that fit in memory)."""
+    m = get_metric(metric)
+    qx = prepare_features(x, m, "query features")
+    gy = prepare_features(y, m, "gallery features")
+    if qx.shape[1] != gy.shape[1]:
+        raise ValueError(f"feature dimensions differ: {qx.shape[1]} vs {gy.shape[1]}")
+    if qx.dtype != gy.dtype:
+        qx, gy = qx.float(), gy.float()
+    return m.pairwise(qx, gy)
+

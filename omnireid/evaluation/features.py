@@ -1,0 +1,124 @@
+"""Features in, metrics out, without ever holding the query x gallery distance matrix.
+
+Queries are processed in chunks sized by ``memory_budget_mb``: a chunk's distance block is
+computed (one GEMM), reduced to the positions of its true matches (and ROC statistics), and freed.
+Results do not depend on the chunk size or the thread count (see :mod:`omnireid.evaluation.rank`).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from .distance import DistanceMetric, get_metric, prepare_features
+from .distance import torch_threads
+from .rank import WORK_BYTES_PER_ELEMENT, RankAccumulator, RankMetrics, rows_per_chunk
+
+# extra working bytes per block element when the ROC statistics are collected (mask + kept values)
+_ROC_BYTES_PER_ELEMENT = 5
+
+
+class DistanceBlocks(Protocol):
+    """Something that yields query-row blocks of a (conceptual) query x gallery distance matrix."""
+
+    num_query: int
+    num_gallery: int
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+    def bytes_per_element(self) -> int: ...
+
+
+class FeatureDistanceBlocks:
+    """Distance blocks computed from features with a registered metric."""
+
+    def __init__(self, query: torch.Tensor, gallery: torch.Tensor, metric: DistanceMetric,
+                 gemm_threads: int | None = None) -> None:
+        self.query, self.gallery, self.metric = query, gallery, metric
+        self.num_query, self.num_gallery = query.shape[0], gallery.shape[0]
+        self.gemm_threads = gemm_threads or torch.get_num_threads()
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, torch.Tensor]]:
+        for start in range(0, self.num_query, rows):
+            with torch_threads(self.gemm_threads):
+                block = self.metric.pairwise(self.query[start : start + rows], self.gallery)
+            yield start, block
+
+    def bytes_per_element(self) -> int:
+        return 2 * self.query.element_size()  # the block, plus the |x|^2 + |y|^2 buffer for euclidean
+
+
+def prepare_pair(
+    q_feats: np.ndarray | torch.Tensor, g_feats: np.ndarray | torch.Tensor, metric: str | DistanceMetric
+) -> tuple[torch.Tensor, torch.Tensor, DistanceMetric]:
+    """Validated, metric-prepared (e.g. L2-normalised) query and gallery features of one dtype."""
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    q = prepare_features(q_feats, m, "query features")
+    g = prepare_features(g_feats, m, "gallery features")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features are {q.shape[1]}-d but gallery features are {g.shape[1]}-d")
+    if q.dtype != g.dtype:
+        q, g = q.double(), g.double()
+    return q, g, m
+
+
+def evaluate_blocks(
+    source: DistanceBlocks,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    memory_budget_mb: float = 1024,
+    roc: bool = False,
+    num_threads: int | None = 1,
+) -> RankMetrics:
+    """Exact metrics from any block source, ``memory_budget_mb`` bounding the live block;
+    ``num_threads`` torch threads for the ranking kernel (None: the current setting)."""
+    acc = RankAccumulator(q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, roc=roc, num_threads=num_threads)
+    if (acc.num_query, acc.num_gallery) != (source.num_query, source.num_gallery):
+        raise ValueError(
+            f"{source.num_query} query / {source.num_gallery} gallery distances but "
+            f"{acc.num_query} query / {acc.num_gallery} gallery ids"
+        )
+    per_element = source.bytes_per_element() + WORK_BYTES_PER_ELEMENT + (_ROC_BYTES_PER_ELEMENT if roc else 0)
+    rows = rows_per_chunk(source.num_gallery, per_element, memory_budget_mb)
+    for start, block in source.blocks(rows):
+        acc.add_block(start, block)
+        del block
+    return acc.result()
+
+
+def evaluate_features(
+    q_feats: np.ndarray | torch.Tensor,
+    g_feats: np.ndarray | torch.Tensor,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    metric: str = "cosine",
+    max_rank: int = 50,
+    memory_budget_mb: float = 1024,
+    roc: bool = False,
+    rerank=None,
+    num_threads: int | None = 1,
+) -> RankMetrics:
+    """CMC / per-query AP and INP (and ROC) straight from features.
+
+    ``metric``: ``"cosine"`` (1 - cosine similarity) or ``"euclidean"`` (squared L2, as FastReID).
+    float16/bfloat16 features are computed in float32. ``rerank``: a
+    :class:`omnireid.evaluation.rerank.RerankParams` to evaluate k-reciprocal re-ranked distances,
+    also block by block. The result equals ``evaluate_rank`` on the full distance matrix.
+    ``num_threads``: torch threads for everything but the GEMMs (which use the current setting).
+    """
+    q, g, m = prepare_pair(q_feats, g_feats, metric)
+    if rerank is not None:
+        from .rerank import RerankedDistanceBlocks, feature_graph
+
+        graph = feature_graph(q, g, m, memory_budget_mb)
+        del q, g  # the graph holds its own concatenated copy
+        source: DistanceBlocks = RerankedDistanceBlocks(graph, rerank, memory_budget_mb, num_threads)
+    else:
+        source = FeatureDistanceBlocks(q, g, m)
+    return evaluate_blocks(source, q_pids, g_pids, q_camids, g_camids, max_rank, memory_budget_mb, roc, num_threads)

@@ -1,0 +1,106 @@
+"""Verification ROC over query-gallery pairs: TPR at fixed FPR, streamed over distance blocks.
+
+Pairs (as FastReID's ``evaluate_roc``): every query against every gallery item except junk (same
+pid and same camera). Positives are same-pid pairs (other camera), negatives are different-pid
+pairs. Queries without a true match still contribute their negatives.
+
+A pair is *accepted* when its distance is below a threshold. ``TPR@FPR=f`` is the largest fraction
+of accepted positives over all thresholds accepting at most ``floor(f * #negatives)`` negatives,
+i.e. with ``n_(m+1)`` the ``(m+1)``-th smallest negative distance, ``m = floor(f * #negatives)``:
+``TPR = #{positive d < n_(m+1)} / #positives`` (1 when ``m >= #negatives``).
+
+Unlike FastReID's evaluator, which hands ``labels = 1 for negatives`` and raw distances to
+``sklearn.metrics.roc_curve`` (so its "TPR" is a rejection rate of impostor pairs) and picks the
+nearest FPR on the curve, this is the usual verification convention with an exact threshold.
+
+Only the smallest ``floor(max_f * #negatives) + 1`` negative distances and the positive distances
+are kept, so memory is bounded by the number of true pairs plus 1% of the negatives.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from .rank import MatchTable
+
+ROC_FPRS: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+
+
+def roc_key(fpr: float) -> str:
+    return f"TPR@FPR={fpr:g}"
+
+
+def allowed_negatives(fpr: float, num_negatives: int) -> int:
+    """``floor(fpr * num_negatives)`` robust to float noise (1e-3 * 1000 must give 1, not 0)."""
+    return int(math.floor(fpr * num_negatives + 1e-9))
+
+
+class RocAccumulator:
+    """Keeps positive distances and the smallest negative distances seen so far."""
+
+    def __init__(self, table: "MatchTable", fprs: tuple[float, ...] = ROC_FPRS) -> None:
+        if not fprs or any(not (0 < f < 1) for f in fprs):
+            raise ValueError(f"ROC false-positive rates must be in (0, 1), got {fprs}")
+        self.table = table
+        self.fprs = tuple(fprs)
+        num_gallery = len(table.g_pids)
+        self.num_negatives = int((num_gallery - table.num_same_pid).sum())
+        self.keep = allowed_negatives(max(self.fprs), self.num_negatives) + 1
+        self._positives: list[torch.Tensor] = []
+        self._pending: list[torch.Tensor] = []
+        self._pending_count = 0
+        self._threshold = float("inf")
+        self._q_pids = torch.from_numpy(table.q_pids)
+        self._g_pids = torch.from_numpy(table.g_pids)
+
+    def add_block(self, start: int, block: torch.Tensor, pos_d: torch.Tensor) -> None:
+        """Walk the block in small row groups so the running threshold (the ``keep``-th smallest
+        negative so far) tightens early and little is extracted: about ``keep * ln(#pairs / keep)``
+        values over the whole evaluation instead of every negative."""
+        self._positives.append(pos_d.double())
+        step = max(1, (1 << 21) // max(1, block.shape[1]))
+        for s in range(0, block.shape[0], step):
+            sub = block[s : s + step]
+            if math.isfinite(self._threshold):
+                flat = torch.from_numpy(np.flatnonzero(sub.numpy() <= self._threshold))
+            else:
+                flat = torch.arange(sub.numel())
+            rows = torch.div(flat, sub.shape[1], rounding_mode="floor")
+            cols = flat - rows * sub.shape[1]
+            negative = self._g_pids[cols] != self._q_pids[start + s + rows]
+            values = sub.reshape(-1)[flat[negative]]
+            self._pending.append(values)
+            self._pending_count += values.numel()
+            if self._pending_count > 2 * self.keep:
+                self._prune()
+
+    def _prune(self) -> None:
+        if not self._pending:
+            return
+        values = torch.cat(self._pending)
+        if values.numel() > self.keep:
+            kth = torch.kthvalue(values, self.keep).values
+            values = values[values <= kth]  # ties at the k-th value may keep a few more: harmless
+            self._threshold = float(kth)
+        self._pending = [values]
+        self._pending_count = values.numel()
+
+    def result(self) -> dict[str, float]:
+        positives = torch.cat(self._positives) if self._positives else torch.zeros(0, dtype=torch.float64)
+        self._prune()
+        negatives = torch.sort(self._pending[0]).values if self._pending else torch.zeros(0)
+        out: dict[str, float] = {}
+        for fpr in self.fprs:
+            m = allowed_negatives(fpr, self.num_negatives)
+            if positives.numel() == 0:
+                tpr = float("nan")
+            elif m >= self.num_negatives:
+                tpr = 1.0
+            else:
+                tpr = float((positives < negatives[m]).double().mean())
+            out[roc_key(fpr)] = tpr
+        return out

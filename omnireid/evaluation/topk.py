@@ -1,0 +1,171 @@
+"""Top-k retrieval metrics for galleries too large for exhaustive ranking (e.g. 1,000,000 images).
+
+Each query retrieves its ``k + J`` nearest gallery items (``J`` = the most junk items any query has,
+so that ``k`` valid items remain after junk removal), then keeps the first ``k`` valid ones. Metrics,
+over queries with at least one true match in the gallery:
+
+- ``Rank-r`` for ``r <= k``: exact CMC when the search is exact;
+- ``mAP@k``: ``AP@k = (1 / min(m, k)) * sum_{j <= k, j-th is a match} precision@j`` with ``m`` the
+  query's number of true matches in the whole gallery (so ``mAP@k = mAP`` when ``k >= gallery``);
+- ``Recall@k``: mean fraction of the query's true matches retrieved in the first ``k``.
+
+Search backends (``SEARCH_REGISTRY``): ``torch`` (exact, chunked GEMM + top-k, no dependency),
+``faiss_flat`` (exact), ``faiss_ivf`` (``nlist``, ``nprobe``) and ``faiss_hnsw`` (``m``,
+``ef_search``). faiss is an optional extra (``pip install omnireid[faiss]``), imported lazily.
+Equal distances at the k-th place may be broken differently by different backends.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnireid.utils.registry import Registry
+
+from .distance import DistanceMetric
+from .features import prepare_pair
+from .rank import MatchTable, as_id_array, rows_per_chunk
+
+# fn(query, gallery, k, metric, memory_budget_mb, **options) -> (distances (nq, k), indices (nq, k))
+SEARCH_REGISTRY = Registry("search backend")
+
+
+def _import_faiss():
+    try:
+        import faiss  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this search backend needs faiss: install it with `pip install faiss-cpu` "
+            "(or `pip install omnireid[faiss]`), or use backend='torch'"
+        ) from exc
+    return faiss
+
+
+@SEARCH_REGISTRY.register("torch")
+def torch_search(query: torch.Tensor, gallery: torch.Tensor, k: int, metric: DistanceMetric,
+                 memory_budget_mb: float = 1024, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if options:
+        raise ValueError(f"the torch search backend takes no options, got {sorted(options)}")
+    rows = rows_per_chunk(gallery.shape[0], 3 * query.element_size(), memory_budget_mb)
+    dists, idx = [], []
+    for s in range(0, query.shape[0], rows):
+        d, i = torch.topk(metric.pairwise(query[s : s + rows], gallery), k, dim=1, largest=False, sorted=True)
+        dists.append(d)
+        idx.append(i)
+    return torch.cat(dists), torch.cat(idx)
+
+
+def _faiss_search(index, query: torch.Tensor, gallery: torch.Tensor, k: int, metric: DistanceMetric,
+                  memory_budget_mb: float):
+    q = np.ascontiguousarray(query.float().numpy())
+    rows = rows_per_chunk(k, 16, memory_budget_mb)
+    dists, idx = [], []
+    for s in range(0, len(q), rows):
+        d, i = index.search(q[s : s + rows], k)
+        dists.append(d)
+        idx.append(i)
+    d, i = np.concatenate(dists), np.concatenate(idx)
+    if metric.name == "cosine":
+        d = 1 - d  # inner product of normalised features -> cosine distance
+    return torch.from_numpy(d), torch.from_numpy(i.astype(np.int64))
+
+
+def _faiss_metric(faiss, metric: DistanceMetric):
+    table = {"cosine": faiss.METRIC_INNER_PRODUCT, "euclidean": faiss.METRIC_L2}
+    if metric.name not in table:
+        raise ValueError(f"faiss backends support metrics {sorted(table)}, got {metric.name!r}")
+    return table[metric.name]
+
+
+@SEARCH_REGISTRY.register("faiss_flat")
+def faiss_flat_search(query, gallery, k, metric, memory_budget_mb=1024, **options):
+    if options:
+        raise ValueError(f"faiss_flat takes no options, got {sorted(options)}")
+    faiss = _import_faiss()
+    index = faiss.IndexFlat(gallery.shape[1], _faiss_metric(faiss, metric))
+    index.add(np.ascontiguousarray(gallery.float().numpy()))
+    return _faiss_search(index, query, gallery, k, metric, memory_budget_mb)
+
+
+@SEARCH_REGISTRY.register("faiss_ivf")
+def faiss_ivf_search(query, gallery, k, metric, memory_budget_mb=1024, nlist: int | None = None, nprobe: int = 16,
+                     train_size: int = 200_000, seed: int = 0):
+    faiss = _import_faiss()
+    g = np.ascontiguousarray(gallery.float().numpy())
+    nlist = nlist or max(1, int(4 * np.sqrt(len(g))))
+    fmetric = _faiss_metric(faiss, metric)
+    quantizer = faiss.IndexFlat(g.shape[1], fmetric)
+    index = faiss.IndexIVFFlat(quantizer, g.shape[1], nlist, fmetric)
+    rng = np.random.default_rng(seed)
+    sample = g if len(g) <= train_size else g[np.sort(rng.choice(len(g), train_size, replace=False))]
+    index.train(sample)
+    index.add(g)
+    index.nprobe = nprobe
+    return _faiss_search(index, query, gallery, k, metric, memory_budget_mb)
+
+
+@SEARCH_REGISTRY.register("faiss_hnsw")
+def faiss_hnsw_search(query, gallery, k, metric, memory_budget_mb=1024, m: int = 32, ef_search: int = 128,
+                      ef_construction: int = 80):
+    faiss = _import_faiss()
+    g = np.ascontiguousarray(gallery.float().numpy())
+    index = faiss.IndexHNSWFlat(g.shape[1], m, _faiss_metric(faiss, metric))
+    index.hnsw.efConstruction = ef_construction
+    index.add(g)
+    index.hnsw.efSearch = max(ef_search, k)
+    return _faiss_search(index, query, gallery, k, metric, memory_budget_mb)
+
+
+def evaluate_topk(
+    q_feats: np.ndarray | torch.Tensor,
+    g_feats: np.ndarray | torch.Tensor,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    k: int = 100,
+    metric: str = "cosine",
+    backend: str = "faiss_flat",
+    memory_budget_mb: float = 1024,
+    **options: Any,
+) -> dict[str, float]:
+    """``Rank-r`` (r in 1, 5, 10, k; r <= k), ``mAP@k`` and ``Recall@k`` in percent; see module doc."""
+    q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
+    q_camids, g_camids = as_id_array(q_camids, "q_camids"), as_id_array(g_camids, "g_camids")
+    q, g, m = prepare_pair(q_feats, g_feats, metric)
+    if len(q) != len(q_pids) or len(g) != len(g_pids):
+        raise ValueError(f"{len(q)} query / {len(g)} gallery features but {len(q_pids)} / {len(g_pids)} ids")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    table = MatchTable(q_pids, g_pids, q_camids, g_camids)
+    junk = table.num_same_pid - table.num_pos
+    fetch = int(min(len(g), k + int(junk.max(initial=0))))
+    search = SEARCH_REGISTRY.get(backend)
+    _, idx = search(q, g, fetch, m, memory_budget_mb, **options)
+    idx = idx.numpy()
+    valid_q = table.num_pos > 0
+    if not valid_q.any():
+        raise ValueError("no query has a true match in the gallery (all query identities are absent or junk)")
+    found = idx >= 0  # faiss pads with -1 when it finds fewer items
+    safe = np.where(found, idx, 0)
+    same_pid = (g_pids[safe] == q_pids[:, None]) & found
+    is_junk = same_pid & (g_camids[safe] == q_camids[:, None])
+    keep = found & ~is_junk
+    position = np.cumsum(keep, axis=1) - 1  # 0-based position among valid retrieved items
+    in_top = keep & (position < k)
+    hits = same_pid & ~is_junk & in_top
+    first = np.where(hits.any(1), np.argmax(hits, axis=1), -1)
+    first_pos = np.where(first >= 0, position[np.arange(len(first)), np.maximum(first, 0)], k)
+    ordinal = np.cumsum(hits, axis=1)
+    precision = np.where(hits, ordinal / np.maximum(position + 1.0, 1.0), 0.0)
+    num_pos = table.num_pos
+    ap = precision.sum(1) / np.maximum(np.minimum(num_pos, k), 1)
+    recall = hits.sum(1) / np.maximum(num_pos, 1)
+    out: dict[str, float] = {}
+    for r in sorted({1, 5, 10, k}):
+        if r <= k:
+            out[f"Rank-{r}"] = float(np.mean(first_pos[valid_q] < r)) * 100
+    out[f"mAP@{k}"] = float(np.mean(ap[valid_q])) * 100
+    out[f"Recall@{k}"] = float(np.mean(recall[valid_q])) * 100
+    return out
