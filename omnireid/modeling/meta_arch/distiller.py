@@ -139,9 +139,9 @@ class Distiller(Baseline):
         # RNG: the student starts, and the data pipeline runs, exactly as in a run without teachers.
         with torch.random.fork_rng(devices=[]):
             teachers = [load_teacher(c, w, num_classes, i) for i, (c, w) in enumerate(zip(configs, weights))]
-        return dict(backbone=backbone, heads=heads, losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-                    teachers=teachers, temperature=cfg.KD.TEMPERATURE, loss_weight=cfg.KD.LOSS_WEIGHT,
-                    ema_momentum=float(cfg.KD.EMA.MOMENTUM) if cfg.KD.EMA.ENABLED else None)
+        return dict(backbone=backbone, heads=heads, losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN,
+                    pixel_std=cfg.MODEL.PIXEL_STD, teachers=teachers, temperature=cfg.KD.TEMPERATURE,
+                    loss_weight=cfg.KD.LOSS_WEIGHT, ema_momentum=float(cfg.KD.EMA.MOMENTUM) if cfg.KD.EMA.ENABLED else None)
 
     # ----------------------------------------------------------------------------------------
     @property
