@@ -1,0 +1,15 @@
+"""Data: dataset registry, transforms, samplers and loaders producing batch dicts (docs/design.md)."""
+from __future__ import annotations
+
+from .build import EmptyDatasetError, TrainData, build_test_loader, build_train_loader, combine_train_sets
+from .common import CorruptImageError, ImageDataset, read_image
+from .datasets import DATASET_REGISTRY, DatasetLayoutError, ReidDataset, build_dataset
+from .samplers import SAMPLER_REGISTRY, InferenceSampler, SamplerError
+from .transforms import RandomPatch, build_transforms
+
+__all__ = [
+    "DATASET_REGISTRY", "SAMPLER_REGISTRY", "CorruptImageError", "DatasetLayoutError", "EmptyDatasetError",
+    "ImageDataset", "InferenceSampler", "RandomPatch", "ReidDataset", "SamplerError", "TrainData",
+    "build_dataset", "build_test_loader", "build_train_loader", "build_transforms", "combine_train_sets",
+    "read_image",
+]
