@@ -1,37 +1,43 @@
 # The two commands: `make demo` (train + evaluate on the built-in synthetic data) and `make test`.
-# Both create .venv when missing and install what they need.
+# Both create .venv when missing and install what they need; the demo needs only the core.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.omnireid-installed
+CORE_STAMP := $(VENV)/.omnireid-core
+TEST_STAMP := $(VENV)/.omnireid-test
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: demo test test-slow bench install clean
 
-$(STAMP): pyproject.toml
+$(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e .
+	touch $(CORE_STAMP)
+
+$(TEST_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q -e ".[test]"
 	# FastReID 1.4.0, the reference of tests/test_compat_fastreid*.py: its pins (torch 1.13) do not resolve,
 	# so no deps; of its runtime needs, model building only lacks yacs and termcolor.
 	$(PY) -m pip install -q --no-deps fastreid==1.4.0
 	$(PY) -m pip install -q yacs termcolor
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-demo: $(STAMP)
+demo: $(CORE_STAMP)
 	$(VENV)/bin/omnireid demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/eval_bench.py
+	$(PY) benchmarks/infer_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
