@@ -1,0 +1,91 @@
+"""Custom data: CSV lists of ``path,pid,camid`` for train, query and gallery."""
+from __future__ import annotations
+
+import csv
+import os
+
+from . import DATASET_REGISTRY
+from .bases import DatasetLayoutError, Item, ReidDataset
+
+HEADER = ("path", "pid", "camid")
+
+
+def read_csv_items(path: str) -> list[Item]:
+    """Rows ``path,pid,camid`` (integers for pid and camid), an optional header row, blank lines skipped.
+
+    Relative image paths are resolved against the CSV file's folder. A malformed row is an error naming
+    the file and the line.
+    """
+    if not os.path.isfile(path):
+        raise DatasetLayoutError(f"CustomCSV: list file not found: {path}")
+    folder = os.path.dirname(os.path.abspath(path))
+    items: list[Item] = []
+    seen_row = False
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            cells = [cell.strip() for cell in row]
+            if not any(cells):
+                continue
+            where = f"CustomCSV: {path}, line {reader.line_num}"
+            if not seen_row and tuple(c.lower() for c in cells) == HEADER:
+                seen_row = True
+                continue
+            seen_row = True
+            if len(cells) != 3:
+                raise DatasetLayoutError(f"{where}: expected 3 columns 'path,pid,camid', got {len(cells)}: {row!r}")
+            image, pid, camid = cells
+            if not image:
+                raise DatasetLayoutError(f"{where}: empty image path")
+            for name, value in (("pid", pid), ("camid", camid)):
+                if not value.lstrip("-").isdigit():
+                    raise DatasetLayoutError(f"{where}: {name} must be an integer, got {value!r}")
+            image = os.path.expanduser(image)
+            items.append((image if os.path.isabs(image) else os.path.join(folder, image), int(pid), int(camid)))
+    return items
+
+
+@DATASET_REGISTRY.register()
+class CustomCSV(ReidDataset):
+    """Your own data as three CSV lists, set by ``DATASETS.CSV.TRAIN/QUERY/GALLERY``.
+
+    Each row is ``path,pid,camid``: the image file, an integer identity and an integer camera index.
+    A header row ``path,pid,camid`` is optional. Relative image paths are resolved against the folder
+    of the CSV file; the CSV paths themselves are absolute or relative to the working directory. A list
+    may be left empty (``""``) when it is not used, e.g. no query/gallery for a training-only set.
+    Evaluation follows the Market-1501 protocol: gallery images with the query's identity *and* camera
+    are ignored, so give images of different cameras different ``camid`` values (or give every query
+    camera 0 and every gallery image camera 1 when you have no camera information). Example::
+
+        # /data/shop/train.csv
+        path,pid,camid
+        images/0001_front.jpg,1,0
+        images/0001_side.jpg,1,1
+        images/0002_front.jpg,2,0
+        /mnt/extra/0002_back.jpg,2,2
+
+        # config.yaml
+        DATASETS:
+          NAMES: ["CustomCSV"]
+          TESTS: ["CustomCSV"]
+          CSV:
+            TRAIN: /data/shop/train.csv
+            QUERY: /data/shop/query.csv
+            GALLERY: /data/shop/gallery.csv
+    """
+
+    layout = "  CSV files with rows 'path,pid,camid' (DATASETS.CSV.TRAIN / QUERY / GALLERY)"
+
+    def __init__(self, train_csv: str = "", query_csv: str = "", gallery_csv: str = "") -> None:
+        if not (train_csv or query_csv or gallery_csv):
+            raise DatasetLayoutError("CustomCSV: set DATASETS.CSV.TRAIN and/or DATASETS.CSV.QUERY + "
+                                     "DATASETS.CSV.GALLERY to CSV files of 'path,pid,camid' rows")
+        if bool(query_csv) != bool(gallery_csv):
+            raise DatasetLayoutError("CustomCSV: DATASETS.CSV.QUERY and DATASETS.CSV.GALLERY must be set together "
+                                     f"(got QUERY={query_csv!r}, GALLERY={gallery_csv!r})")
+        super().__init__(*(read_csv_items(p) if p else [] for p in (train_csv, query_csv, gallery_csv)))
+
+    @classmethod
+    def from_config(cls, cfg) -> "CustomCSV":
+        files = cfg.DATASETS.CSV
+        return cls(train_csv=files.TRAIN, query_csv=files.QUERY, gallery_csv=files.GALLERY)
