@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Protocol
 
 import torch
@@ -50,8 +51,15 @@ def inference_on_dataset(model: nn.Module, loader, evaluator: Evaluator, device:
 
 
 def progress_enabled() -> bool:
-    """Progress bars on the main process unless ``OMNIREID_PROGRESS=0``."""
-    return comm.is_main_process() and os.environ.get("OMNIREID_PROGRESS", "1") != "0"
+    """Progress bars on the main process of an interactive terminal.
+
+    ``OMNIREID_PROGRESS=1`` forces them (e.g. under a pager), ``OMNIREID_PROGRESS=0`` turns them off;
+    in logs and CI they would only repeat what the periodic log line says.
+    """
+    forced = os.environ.get("OMNIREID_PROGRESS")
+    if forced is not None:
+        return forced != "0" and comm.is_main_process()
+    return comm.is_main_process() and sys.stderr.isatty()
 
 
 def _progress(loader):
