@@ -6,15 +6,12 @@ parameter counts and state-dict layouts, built on the meta device; published Reg
 """
 from __future__ import annotations
 
-import collections
-import collections.abc
 import io
-import sys
-import types
 from typing import Callable
 
 import pytest
 import torch
+from fastreid_reference import import_fastreid
 from torch import nn
 
 from omnireid.config.config import ConfigError
@@ -380,18 +377,8 @@ def test_torchvision_families_parameter_counts():
 # FastReID: same state-dict layout and same features (its checkpoints load as is)
 # ------------------------------------------------------------------------------------------------
 def _import_fastreid_backbones():
-    for attr in ("Mapping", "MutableMapping", "Sequence", "Iterable"):
-        if not hasattr(collections, attr):
-            setattr(collections, attr, getattr(collections.abc, attr))
-    if "torch._six" not in sys.modules:
-        six = types.ModuleType("torch._six")
-        six.string_classes = (str, bytes)
-        sys.modules["torch._six"] = six
-    pytest.importorskip("fastreid")
-    from fastreid.config import get_cfg as fastreid_cfg
-    from fastreid.modeling.backbones import BACKBONE_REGISTRY as FASTREID_BACKBONES
-
-    return fastreid_cfg, FASTREID_BACKBONES
+    config, backbones = import_fastreid("fastreid.config", "fastreid.modeling.backbones")
+    return config.get_cfg, backbones.BACKBONE_REGISTRY
 
 
 # (name, overrides, compare numerically on CPU): one member of each family is run, the rest are

@@ -6,39 +6,14 @@ config + checkpoint with ``convert_fastreid`` and compares eval features on the 
 """
 from __future__ import annotations
 
-import collections
-import collections.abc
-import sys
-import types
 
 import pytest
 import torch
+from fastreid_reference import import_fastreid
 
 
-def _import_fastreid():
-    """FastReID 1.4.0 needs ``collections.Mapping`` & co. and a ``torch._six`` module (both removed since)."""
-    for name in ("Mapping", "MutableMapping", "Sequence", "Iterable"):
-        if not hasattr(collections, name):
-            setattr(collections, name, getattr(collections.abc, name))
-    if "torch._six" not in sys.modules:
-        six = types.ModuleType("torch._six")
-        six.string_classes = (str, bytes)
-        six.int_classes = int
-        six.container_abcs = collections.abc
-        six.inf = float("inf")
-        sys.modules["torch._six"] = six
-    try:
-        from fastreid.config import get_cfg
-        from fastreid.modeling import build_model
-        from fastreid.utils.events import EventStorage
-    except ImportError as exc:
-        pytest.skip(f"fastreid is not importable ({exc}); install it with "
-                    "`pip install --no-deps fastreid==1.4.0 && pip install yacs termcolor` (as `make test` does)",
-                    allow_module_level=True)
-    return get_cfg, build_model, EventStorage
-
-
-fastreid_get_cfg, fastreid_build_model, EventStorage = _import_fastreid()
+_config, _modeling, _events = import_fastreid("fastreid.config", "fastreid.modeling", "fastreid.utils.events")
+fastreid_get_cfg, fastreid_build_model, EventStorage = _config.get_cfg, _modeling.build_model, _events.EventStorage
 
 from omnireid.compat import convert_fastreid  # noqa: E402
 from omnireid.config import get_cfg  # noqa: E402

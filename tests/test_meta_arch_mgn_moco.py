@@ -1,14 +1,11 @@
 """MGN (three branches, eight heads) and MoCo (cross-batch memory queue)."""
 from __future__ import annotations
 
-import collections
-import collections.abc
 import math
-import sys
-import types
 
 import pytest
 import torch
+from fastreid_reference import import_fastreid
 import torch.nn.functional as F
 
 from omnireid.config.defaults import get_cfg
@@ -88,18 +85,8 @@ def test_mgn_rejects_non_resnet_backbones():
 
 
 def _fastreid():
-    for attr in ("Mapping", "MutableMapping", "Sequence", "Iterable"):
-        if not hasattr(collections, attr):
-            setattr(collections, attr, getattr(collections.abc, attr))
-    if "torch._six" not in sys.modules:
-        six = types.ModuleType("torch._six")
-        six.string_classes = (str, bytes)
-        sys.modules["torch._six"] = six
-    pytest.importorskip("fastreid")
-    from fastreid.config import get_cfg as fastreid_cfg
-    from fastreid.modeling.meta_arch import build_model as fastreid_build
-
-    return fastreid_cfg, fastreid_build
+    config, meta_arch = import_fastreid("fastreid.config", "fastreid.modeling.meta_arch")
+    return config.get_cfg, meta_arch.build_model
 
 
 def test_mgn_branches_match_fastreid():

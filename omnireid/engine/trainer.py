@@ -63,16 +63,6 @@ class TrainerBase(abc.ABC):
             self._call("after_train")
 
     @abc.abstractmethod
-    def _precise_bn_batches(self) -> Iterator[dict]:
-        """Unlabelled training batches of ``TEST.PRECISE_BN.DATASET`` on this device."""
-        cfg = self.cfg.clone().defrost()
-        cfg.DATASETS.NAMES = [cfg.TEST.PRECISE_BN.DATASET]
-        cfg.DATALOADER.NUM_WORKERS = min(cfg.DATALOADER.NUM_WORKERS, 2)
-        for batch in build_train_loader(cfg).loader:
-            batch = move_batch(batch, self.device)
-            batch["targets"] = torch.full_like(batch["targets"], -1)
-            yield batch
-
     def run_step(self) -> None:
         """One optimisation step."""
 
