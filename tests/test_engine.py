@@ -153,3 +153,26 @@ def test_training_with_precise_bn(synthetic_root, tmp_path, make_tiny_cfg):
                         "TEST.PRECISE_BN.NUM_ITER", "2")
     train(cfg)
     assert "PreciseBN: re-estimating" in open(os.path.join(out, "log.txt")).read()
+
+
+def test_bf16_autocast_training_on_cpu(synthetic_root, tmp_path, make_tiny_cfg):
+    cfg = make_tiny_cfg(synthetic_root, str(tmp_path / "amp"), "SOLVER.AMP.ENABLED", "True",
+                        "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0")
+    default_setup(cfg)
+    trainer = Trainer(cfg)
+    assert trainer.amp_dtype is torch.bfloat16 and not trainer.scaler.is_enabled()
+    trainer.train()
+    assert all(torch.isfinite(v).all() for v in trainer.checkpointer.model.state_dict().values())
+    with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
+        Trainer(make_tiny_cfg(synthetic_root, str(tmp_path / "fp16"), "SOLVER.AMP.ENABLED", "True",
+                              "SOLVER.AMP.DTYPE", "fp16"))
+
+
+def test_flip_test_time_augmentation_averages_the_mirror():
+    from omnireid.engine import extract_features
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(1)).eval()
+    images = torch.rand(2, 3, 5, 4)
+    expected = (model(images) + model(images.flip(3))) / 2
+    torch.testing.assert_close(extract_features(model, images, flip=True), expected)
+    torch.testing.assert_close(extract_features(model, images, flip=False), model(images))
