@@ -125,3 +125,11 @@ def test_registry_suggests_and_rejects_duplicates():
         reg.get("sprockt")
     with pytest.raises(KeyError, match="already registered"):
         reg.register("sprocket")(lambda: 2)
+
+
+def test_cli_reports_config_errors_in_one_line(capsys):
+    from omnireid.cli.main import main
+
+    assert main(["train", "SOLVER.MAX_EPOC", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'SOLVER.MAX_EPOC'" in err and "Traceback" not in err

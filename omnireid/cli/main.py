@@ -19,17 +19,22 @@ COMMAND_MODULES = (
     "omnireid.cli.export",
     "omnireid.cli.extract",
     "omnireid.cli.convert",
-    "omnireid.cli.distill",
 )
 
 
 def _load_commands() -> None:
     for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency inside the module
-                raise
+        importlib.import_module(module)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input (config, files, data): reported in one line, no traceback."""
+    from omnireid.config import ConfigError
+    from omnireid.data import EmptyDatasetError
+    from omnireid.data.common import CorruptImageError
+    from omnireid.data.samplers import SamplerError
+
+    return (ConfigError, FileNotFoundError, EmptyDatasetError, CorruptImageError, SamplerError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as exc:
+        print(f"omnireid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
