@@ -16,6 +16,8 @@ because torch's multi-threaded element-wise ops slow down several-fold when the 
 """
 from __future__ import annotations
 
+import abc
+
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -29,7 +31,7 @@ from omnireid.utils.registry import Registry
 DISTANCE_REGISTRY = Registry("distance metric")
 
 
-class DistanceMetric:
+class DistanceMetric(abc.ABC):
     """A retrieval distance: ``prepare`` once per feature set, then ``pairwise`` per block."""
 
     name: str = ""
@@ -37,12 +39,13 @@ class DistanceMetric:
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         return features
 
+    @abc.abstractmethod
     def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Distances between every row of ``x`` and every row of ``y``."""
 
+    @abc.abstractmethod
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Distance between ``x[i]`` and ``y[i]`` for every ``i`` (used for a few sparse pairs)."""
-        raise NotImplementedError
 
 
 @DISTANCE_REGISTRY.register("cosine")

@@ -21,6 +21,8 @@ neighbour order are broken arbitrarily (as numpy's quicksort does in the referen
 """
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -76,7 +78,7 @@ def _merge_rows(best_d, best_i, start, end, rows, dists, cols) -> None:
     cur_i[all_r[keep], slot[keep]] = all_i[keep]
 
 
-class _Graph:
+class _Graph(abc.ABC):
     """The full N x N distance relation: k-NN lists, row maxima, sparse pairs, q-g blocks."""
 
     num_query: int
@@ -86,15 +88,17 @@ class _Graph:
     def num_all(self) -> int:
         return self.num_query + self.num_gallery
 
+    @abc.abstractmethod
     def knn(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(indices (N, k) nearest first, their distances, max over the row of d^2 (N,))."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def pair_distance(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Distances of the pairs ``(i[n], j[n])``."""
 
+    @abc.abstractmethod
     def query_gallery(self, start: int, end: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The query-gallery distance rows ``start:end``."""
 
 
 class FeatureGraph(_Graph):
