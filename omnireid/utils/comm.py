@@ -60,6 +60,24 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank in rank order, without gradient (same shape on every rank)."""
+    if not is_dist() or get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank in rank order; gradients flow back to each rank's part."""
+    if not is_dist() or get_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """Mean over ranks (returns a new tensor; the input is untouched)."""
     if not is_dist() or get_world_size() == 1:

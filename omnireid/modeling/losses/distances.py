@@ -40,10 +40,8 @@ class PairwiseBatch:
         self.anchor_targets = targets
         world_size = comm.get_world_size()
         if world_size > 1:
-            from torch.distributed.nn.functional import all_gather
-
-            self.candidates = torch.cat(all_gather(self.anchors), dim=0)
-            self.candidate_targets = torch.cat(all_gather(targets.contiguous()), dim=0).detach()
+            self.candidates = comm.all_gather_with_grad(self.anchors)
+            self.candidate_targets = comm.all_gather_tensor(targets)
             offset = comm.get_rank() * embedding.shape[0]
         else:
             self.candidates, self.candidate_targets, offset = self.anchors, targets, 0

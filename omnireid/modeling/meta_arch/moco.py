@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -30,15 +29,6 @@ if TYPE_CHECKING:
     from omnireid.config import CfgNode
 
 _MASKED = -1e9  # finite, so logsumexp over an all-masked row keeps a zero gradient
-
-
-def _gather_from_all_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` (no gradient) from every rank, in rank order."""
-    if comm.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(comm.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
 
 
 class CrossBatchMemory(nn.Module):
@@ -66,8 +56,8 @@ class CrossBatchMemory(nn.Module):
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         query = F.normalize(features.float(), dim=1)
-        keys = _gather_from_all_ranks(query.detach())
-        labels = _gather_from_all_ranks(targets)
+        keys = comm.all_gather_tensor(query.detach())
+        labels = comm.all_gather_tensor(targets)
         slots = self.enqueue(keys, labels)
         own = slots[comm.get_rank() * query.shape[0]:(comm.get_rank() + 1) * query.shape[0]]
         return self.pairwise_cosface(query, targets, own)
