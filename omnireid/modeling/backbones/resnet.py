@@ -16,7 +16,7 @@ from torch import nn
 
 from omnireid.modeling.layers import IBN, NonLocal, SELayer, get_norm
 
-from .backbone_utils import load_pretrained_backbone
+from .backbone_utils import init_conv_bn, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class ResNet(nn.Module):
                 zip((64, 128, 256, 512), spec.blocks_per_stage, strides, ibn_per_stage), start=1):
             self.add_module(f"layer{index}", self._make_stage(spec.block, planes, blocks, stride, norm, ibn, with_se))
         self.out_channels = 512 * spec.block.expansion
-        self._init_weights()
+        init_conv_bn(self)
         # Built after the init above so their zero-initialised output norms stay zero.
         non_local = spec.non_local_per_stage if with_nl else (0, 0, 0, 0)
         for index, (planes, blocks, count) in enumerate(
@@ -171,15 +171,6 @@ class ResNet(nn.Module):
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, norm, with_ibn, with_se) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
-
-    def _init_weights(self) -> None:
-        """He (fan-out) init for convolutions, identity affine transform for norms."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.weight is not None:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def stages(self) -> list[nn.Sequential]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
