@@ -1,0 +1,2 @@
+"""Pedestrian attribute recognition: binary attributes (weighted BCE) and categorical groups (CE),
+Rethinking_of_PAR's metrics, PA-100K / Market-1501-attribute / DukeMTMC-attribute / CSV data."""
