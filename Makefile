@@ -38,6 +38,7 @@ test-slow: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/eval_bench.py
 	$(PY) benchmarks/infer_bench.py
+	$(PY) benchmarks/retrieval_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -359,7 +359,7 @@ def format_table(header, rows):
         peak = {case: res["peak_mb"] for case, res, _ in rows}
         ratios.append(f"re-ranking speed-up vs FastReID: {times['fastreid_rerank'] / times['ours_rerank']:.1f}x, "
                       f"peak memory ratio: {peak['ours_rerank'] / peak['fastreid_rerank']:.2f}")
-    extra = [f"{LABELS[c]}: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items() if k.startswith(("TPR", "mAP@", "Recall", "Rank-1")))
+    extra = [f"{LABELS[c]}: " + ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items() if k.startswith(("TPR", "mAP@", "MatchRecall", "Rank-1")))
              for c, res, _ in rows if c.endswith("roc") or c.startswith("topk")]
     return "\n".join(lines + [""] + [f"- {r}" for r in ratios + extra])
 

@@ -47,7 +47,7 @@ def test_full_depth_equals_exhaustive_metrics():
     for r in (1, 5, 10):
         assert top[f"Rank-{r}"] == pytest.approx(full[f"Rank-{r}"], abs=1e-4)
     assert top[f"mAP@{len(g)}"] == pytest.approx(full["mAP"], abs=1e-9)
-    assert top[f"Recall@{len(g)}"] == pytest.approx(100.0)
+    assert top[f"MatchRecall@{len(g)}"] == pytest.approx(100.0)
 
 
 @pytest.mark.parametrize("k", [1, 5, 20])

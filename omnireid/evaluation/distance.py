@@ -40,8 +40,9 @@ class DistanceMetric(abc.ABC):
         return features
 
     @abc.abstractmethod
-    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Distances between every row of ``x`` and every row of ``y``."""
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Distances between every row of ``x`` and every row of ``y`` (written into ``out`` when
+        given: a reused buffer saves allocating and zeroing fresh pages for every block)."""
 
     @abc.abstractmethod
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,9 +56,10 @@ class CosineDistance(DistanceMetric):
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, p=2, dim=1)
 
-    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = torch.ones((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
-        return out.addmm_(x, y.t(), beta=1, alpha=-1)  # one block, one rounding of 1 - <x, y>
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None:
+            out = torch.empty((x.shape[0], y.shape[0]), dtype=x.dtype, device=x.device)
+        return out.fill_(1).addmm_(x, y.t(), beta=1, alpha=-1)  # one block, one rounding of 1 - <x, y>
 
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1 - (x * y).sum(dim=1)
@@ -67,10 +69,10 @@ class CosineDistance(DistanceMetric):
 class SquaredEuclideanDistance(DistanceMetric):
     name = "euclidean"
 
-    def pairwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def pairwise(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         xx = x.pow(2).sum(dim=1, keepdim=True)
         yy = y.pow(2).sum(dim=1, keepdim=True).t()
-        return (xx + yy).addmm_(x, y.t(), beta=1, alpha=-2)  # FastReID's order of operations
+        return torch.add(xx, yy, out=out).addmm_(x, y.t(), beta=1, alpha=-2)  # FastReID's order of operations
 
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.pow(2).sum(dim=1) + y.pow(2).sum(dim=1) - 2 * (x * y).sum(dim=1)

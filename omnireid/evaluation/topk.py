@@ -7,12 +7,15 @@ over queries with at least one true match in the gallery:
 - ``Rank-r`` for ``r <= k``: exact CMC when the search is exact;
 - ``mAP@k``: ``AP@k = (1 / min(m, k)) * sum_{j <= k, j-th is a match} precision@j`` with ``m`` the
   query's number of true matches in the whole gallery (so ``mAP@k = mAP`` when ``k >= gallery``);
-- ``Recall@k``: mean fraction of the query's true matches retrieved in the first ``k``.
+- ``MatchRecall@k``: mean fraction of the query's true matches retrieved in the first ``k`` (not the
+  fine-grained retrieval ``Recall@K`` of :mod:`omnireid.evaluation.retrieval`, which is 1 when *any*
+  match is in the first ``K``).
 
-Search backends (``SEARCH_REGISTRY``): ``torch`` (exact, chunked GEMM + top-k, no dependency),
+Search backends (``SEARCH_REGISTRY``): ``torch`` (exact, ties broken by gallery index, no dependency;
+see :mod:`omnireid.evaluation.knn`),
 ``faiss_flat`` (exact), ``faiss_ivf`` (``nlist``, ``nprobe``) and ``faiss_hnsw`` (``m``,
 ``ef_search``). faiss is an optional extra (``pip install omnireid[faiss]``), imported lazily.
-Equal distances at the k-th place may be broken differently by different backends.
+faiss backends may break equal distances at the k-th place differently.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from omnireid.utils.registry import Registry
 
 from .distance import DistanceMetric
 from .features import prepare_pair
+from .knn import search_prepared
 from .rank import MatchTable, as_id_array, rows_per_chunk
 
 # fn(query, gallery, k, metric, memory_budget_mb, **options) -> (distances (nq, k), indices (nq, k))
@@ -47,13 +51,8 @@ def torch_search(query: torch.Tensor, gallery: torch.Tensor, k: int, metric: Dis
                  memory_budget_mb: float = 1024, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if options:
         raise ValueError(f"the torch search backend takes no options, got {sorted(options)}")
-    rows = rows_per_chunk(gallery.shape[0], 3 * query.element_size(), memory_budget_mb)
-    dists, idx = [], []
-    for s in range(0, query.shape[0], rows):
-        d, i = torch.topk(metric.pairwise(query[s : s + rows], gallery), k, dim=1, largest=False, sorted=True)
-        dists.append(d)
-        idx.append(i)
-    return torch.cat(dists), torch.cat(idx)
+    found = search_prepared(query, gallery, k, metric, memory_budget_mb, exclude_self=False)
+    return found.distances, found.indices
 
 
 def _faiss_search(index, query: torch.Tensor, gallery: torch.Tensor, k: int, metric: DistanceMetric,
@@ -130,7 +129,7 @@ def evaluate_topk(
     memory_budget_mb: float = 1024,
     **options: Any,
 ) -> dict[str, float]:
-    """``Rank-r`` (r in 1, 5, 10, k; r <= k), ``mAP@k`` and ``Recall@k`` in percent; see module doc."""
+    """``Rank-r`` (r in 1, 5, 10, k; r <= k), ``mAP@k`` and ``MatchRecall@k`` in percent; see module doc."""
     q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
     q_camids, g_camids = as_id_array(q_camids, "q_camids"), as_id_array(g_camids, "g_camids")
     q, g, m = prepare_pair(q_feats, g_feats, metric)
@@ -167,5 +166,5 @@ def evaluate_topk(
         if r <= k:
             out[f"Rank-{r}"] = float(np.mean(first_pos[valid_q] < r)) * 100
     out[f"mAP@{k}"] = float(np.mean(ap[valid_q])) * 100
-    out[f"Recall@{k}"] = float(np.mean(recall[valid_q])) * 100
+    out[f"MatchRecall@{k}"] = float(np.mean(recall[valid_q])) * 100
     return out

@@ -1,0 +1,236 @@
+"""Exact k-nearest-neighbour search, memory-bounded, with ties broken by the smaller gallery index.
+
+Why not a chunked ``torch.topk``: equal distances at the k-th place come out in an unspecified
+order, and a full top-k pass costs several ns per distance on a CPU. Here each distance tile is
+compared with the running k-th best distance of its rows (one SIMD comparison per distance); only
+the few survivors are merged into the running lists, ordered by ``(distance, gallery index)``. A
+row's first tile sets its threshold from the tile's own k-th value, so nothing is extracted in bulk.
+
+When the query set *is* the gallery (``gallery=None``), the distance of a pair ``i < j`` is computed
+once (as row ``i``, column ``j``) and serves both rows, halving the GEMM work, and every item is
+masked from its own row by its index (never by dropping the top hit). Distances come from the
+registered metric (:mod:`omnireid.evaluation.distance`), like every other evaluation path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .distance import DistanceMetric, get_metric, prepare_features, torch_threads
+from .rank import _ordered_bits, rows_per_chunk
+
+# Largest tile side: big enough for an efficient GEMM, small enough for the thresholds to tighten early.
+MAX_TILE = 4096
+# Working bytes per tile element: the distance (float32) and the candidate mask.
+_TILE_BYTES_PER_ELEMENT = 5
+# Bytes per kept neighbour: distance (float64 at most) + index.
+_STATE_BYTES_PER_NEIGHBOUR = 16
+
+
+@dataclass
+class Neighbours:
+    """Per query, the ``k`` nearest gallery items by ``(distance, index)``; ``index == -1`` (distance
+    ``inf``) where the gallery holds fewer than ``k`` candidates for that query."""
+
+    distances: torch.Tensor  # (num_query, k)
+    indices: torch.Tensor  # (num_query, k) int64
+
+
+class _RunningTopK:
+    """The k smallest ``(distance, index)`` pairs seen so far for each of ``rows`` rows."""
+
+    def __init__(self, rows: int, k: int, num_gallery: int, dtype: torch.dtype) -> None:
+        self.k = k
+        self.sentinel = num_gallery  # index of an empty slot: sorts after every real item at equal distance
+        self.values = torch.full((rows, k), float("inf"), dtype=dtype)
+        self.indices = torch.full((rows, k), num_gallery, dtype=torch.int64)
+        self._index_bits = max(1, num_gallery.bit_length())
+
+    def thresholds(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """The current k-th best distance of ``rows``: anything larger can never enter."""
+        return self.values[rows, self.k - 1]
+
+    def merge(self, cand_rows: torch.Tensor, cand_values: torch.Tensor, cand_indices: torch.Tensor) -> None:
+        """Merge candidates (global state rows, in any order) into the running lists."""
+        if cand_rows.numel() == 0:
+            return
+        urows, local = torch.unique(cand_rows, sorted=True, return_inverse=True)
+        n, k = len(urows), self.k
+        state_v, state_i = self.values[urows], self.indices[urows]
+        all_rows = torch.cat([torch.arange(n).repeat_interleave(k), local])
+        all_v = torch.cat([state_v.reshape(-1), cand_values.to(state_v.dtype)])
+        all_i = torch.cat([state_i.reshape(-1), cand_indices])
+        order = self._order(all_rows, all_v, all_i, n)
+        counts = k + torch.bincount(local, minlength=n)
+        start = torch.cumsum(counts, 0) - counts
+        take = order[(start[:, None] + torch.arange(k)[None, :]).reshape(-1)]
+        self.values[urows] = all_v[take].view(n, k)
+        self.indices[urows] = all_i[take].view(n, k)
+
+    def _order(self, rows: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """Permutation sorting by ``(row, value, index)``."""
+        row_bits = max(1, (num_rows - 1).bit_length())
+        if values.dtype == torch.float32 and row_bits + 32 + self._index_bits <= 63:
+            key = (rows << (32 + self._index_bits)) | (_ordered_bits(values) << self._index_bits) | indices
+            return torch.sort(key).indices
+        order = torch.sort(indices, stable=True).indices
+        order = order[torch.sort(values[order], stable=True).indices]
+        return order[torch.sort(rows[order], stable=True).indices]
+
+    def result(self) -> Neighbours:
+        empty = self.indices == self.sentinel
+        return Neighbours(self.values, torch.where(empty, torch.full_like(self.indices, -1), self.indices))
+
+
+def _candidates(mask: np.ndarray) -> np.ndarray:
+    """Flat positions of the True entries of a C-contiguous bool array, fast when they are few:
+    the array is scanned 8 bytes at a time and only non-zero words are expanded."""
+    flat = mask.reshape(-1)
+    if flat.size % 8:
+        return np.flatnonzero(flat)
+    words = np.flatnonzero(flat.view(np.uint64))
+    expanded = (words[:, None] * 8 + np.arange(8)[None, :]).reshape(-1)
+    return expanded[flat[expanded]]
+
+
+def _offer(state: _RunningTopK, block: torch.Tensor, state0: int, item0: int, valid: torch.Tensor | None,
+           mask_buffer: np.ndarray, transposed: bool = False) -> None:
+    """Offer the distances of ``block`` to the running lists.
+
+    The state rows are the block's rows (``transposed=False``) or its columns (``transposed=True``:
+    the same block serves the mirrored pairs without a transposed copy), numbered from ``state0``;
+    the other axis holds gallery items numbered from ``item0``. ``valid`` marks the pairs to offer.
+    """
+    view = block.t() if transposed else block
+    n_state = view.shape[0]
+    threshold = state.thresholds(slice(state0, state0 + n_state)).clone()
+    fresh = torch.isinf(threshold)
+    if fresh.any():
+        # a row's first tile: its own k-th valid distance bounds what can enter
+        # (columns are gathered from the contiguous block, never through its transposed view)
+        sub = block[:, fresh].t() if transposed else block[fresh]
+        if valid is not None:
+            sub.masked_fill_(~(valid[:, fresh].t() if transposed else valid[fresh]), float("inf"))
+        if sub.shape[1] >= state.k:
+            kth = torch.topk(sub, state.k, dim=1, largest=False, sorted=True).values[:, state.k - 1]
+            threshold[fresh] = torch.minimum(threshold[fresh], kth.to(threshold.dtype))
+    rows_count, cols = block.shape
+    mask = mask_buffer[: rows_count * cols].reshape(rows_count, cols)
+    thr = threshold.to(block.dtype).numpy()
+    np.less_equal(block.numpy(), thr[None, :] if transposed else thr[:, None], out=mask)
+    if valid is not None:
+        np.logical_and(mask, valid.numpy(), out=mask)
+    flat = torch.from_numpy(_candidates(mask))
+    r = torch.div(flat, cols, rounding_mode="floor")
+    c = flat - r * cols
+    values = block.reshape(-1)[flat]
+    if transposed:
+        state.merge(c + state0, values, r + item0)
+    else:
+        state.merge(r + state0, values, c + item0)
+
+
+def _tile_size(num_items: int, memory_budget_mb: float, element_size: int) -> int:
+    side = int((memory_budget_mb * 2**20 / (2 * (element_size + _TILE_BYTES_PER_ELEMENT))) ** 0.5)
+    return max(min(MAX_TILE, num_items, side), 1)
+
+
+def nearest_neighbours(
+    query: np.ndarray | torch.Tensor,
+    gallery: np.ndarray | torch.Tensor | None,
+    k: int,
+    metric: str | DistanceMetric = "cosine",
+    memory_budget_mb: float = 1024,
+    exclude_self: bool | None = None,
+    num_threads: int | None = 1,
+) -> Neighbours:
+    """The ``k`` nearest gallery items of every query, exact, ties by the smaller gallery index.
+
+    ``gallery=None``: the query set is the gallery and each item is excluded from its own list by
+    its index. ``memory_budget_mb`` bounds the live distance tile (the result itself is
+    ``num_query x k``). ``num_threads``: torch threads for everything but the GEMMs.
+    """
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    q = prepare_features(query, m, "query features")
+    g = None if gallery is None else prepare_features(gallery, m, "gallery features")
+    return search_prepared(q, g, k, m, memory_budget_mb, exclude_self, num_threads)
+
+
+def search_prepared(q: torch.Tensor, g: torch.Tensor | None, k: int, metric: DistanceMetric,
+                    memory_budget_mb: float = 1024, exclude_self: bool | None = None,
+                    num_threads: int | None = 1) -> Neighbours:
+    """:func:`nearest_neighbours` on features already prepared by ``metric`` (e.g. L2-normalised)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    same = g is None
+    g = q if g is None else g
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features are {q.shape[1]}-d but gallery features are {g.shape[1]}-d")
+    if q.dtype != g.dtype:
+        q, g = q.double(), g.double()
+    exclude_self = same if exclude_self is None else exclude_self
+    if exclude_self and q.shape[0] > g.shape[0]:
+        raise ValueError(f"exclude_self needs the queries to be the first gallery items, got {q.shape[0]} queries "
+                         f"and {g.shape[0]} gallery items")
+    tile = _tile_size(max(q.shape[0], g.shape[0]), memory_budget_mb, q.element_size())
+    state_bytes = q.shape[0] * k * _STATE_BYTES_PER_NEIGHBOUR
+    gemm_threads = torch.get_num_threads()  # the caller's setting, for the GEMMs only
+    with torch_threads(num_threads):
+        if same and state_bytes <= memory_budget_mb * 2**20:
+            return _symmetric_search(q, k, metric, tile, gemm_threads)
+        return _one_sided_search(q, g, k, metric, tile, exclude_self, memory_budget_mb, gemm_threads)
+
+
+def _gemm(metric: DistanceMetric, x: torch.Tensor, y: torch.Tensor, threads: int, buffer: torch.Tensor) -> torch.Tensor:
+    out = buffer[: x.shape[0] * y.shape[0]].view(x.shape[0], y.shape[0])
+    with torch_threads(threads):
+        return metric.pairwise(x, y, out=out)
+
+
+def _symmetric_search(x: torch.Tensor, k: int, metric: DistanceMetric, tile: int, gemm_threads: int) -> Neighbours:
+    """Every pair ``i < j`` computed once in an upper-triangle tile and offered to both rows.
+
+    Tiles go column block by column block, the diagonal tile first, so that a row block meets its
+    first distances as rows of a diagonal tile (cheap thresholds; no gather of block columns).
+    """
+    n = x.shape[0]
+    state = _RunningTopK(n, k, n, x.dtype)
+    buffer = np.empty(tile * tile, dtype=bool)
+    out = torch.empty(tile * tile, dtype=x.dtype)
+    upper = torch.ones(tile, tile, dtype=torch.bool).triu_(1)
+    for j in range(0, n, tile):
+        xj = x[j : j + tile]
+        for i in [j, *range(0, j, tile)]:
+            block = _gemm(metric, x[i : i + tile], xj, gemm_threads, out)
+            valid = upper[: block.shape[0], : block.shape[1]] if i == j else None
+            _offer(state, block, i, j, valid, buffer)
+            _offer(state, block, j, i, valid, buffer, transposed=True)
+    return state.result()
+
+
+def _one_sided_search(q: torch.Tensor, g: torch.Tensor, k: int, metric: DistanceMetric, tile: int,
+                      exclude_self: bool, memory_budget_mb: float, gemm_threads: int) -> Neighbours:
+    """Query chunks swept over gallery tiles; the running lists of one chunk at a time."""
+    nq, ng = q.shape[0], g.shape[0]
+    chunk = max(tile, min(nq, rows_per_chunk(k, _STATE_BYTES_PER_NEIGHBOUR, memory_budget_mb / 2)))
+    distances, indices = [], []
+    buffer = np.empty(tile * tile, dtype=bool)
+    out = torch.empty(tile * tile, dtype=q.dtype)
+    for c0 in range(0, nq, chunk):
+        qc = q[c0 : c0 + chunk]
+        state = _RunningTopK(qc.shape[0], k, ng, q.dtype)
+        for i in range(0, qc.shape[0], tile):
+            qi = qc[i : i + tile]
+            for j in range(0, ng, tile):
+                block = _gemm(metric, qi, g[j : j + tile], gemm_threads, out)
+                valid = None
+                if exclude_self and j < c0 + i + qi.shape[0] and c0 + i < j + block.shape[1]:
+                    rows = torch.arange(c0 + i, c0 + i + qi.shape[0])[:, None]
+                    valid = rows != torch.arange(j, j + block.shape[1])[None, :]
+                _offer(state, block, i, j, valid, buffer)
+        res = state.result()
+        distances.append(res.distances)
+        indices.append(res.indices)
+    return Neighbours(torch.cat(distances), torch.cat(indices))
