@@ -45,3 +45,15 @@ def tiny_reid_cfg(root: str, output_dir: str, *opts: str):
 def make_tiny_cfg():
     """``make_tiny_cfg(root, output_dir, *KEY_VALUE_overrides)`` -> the config of :func:`tiny_reid_cfg`."""
     return tiny_reid_cfg
+
+
+@pytest.fixture(scope="session")
+def serve_assets(tmp_path_factory) -> dict:
+    """A tiny ONNX embedder (like `omnireid export` writes) and 24 gallery + 6 extra images, made once."""
+    from serve_helpers import make_tiny_onnx, write_images
+
+    root = tmp_path_factory.mktemp("serve_assets")
+    return {"artifact": make_tiny_onnx(str(root / "model.onnx")),
+            "gallery": write_images(str(root / "gallery"), 24, seed=0),
+            "extra": write_images(str(root / "extra"), 6, seed=1, prefix="new"),
+            "root": str(root)}

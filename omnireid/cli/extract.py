@@ -74,7 +74,7 @@ def extract_features(predictor, paths: list[str], transform, batch_size: int) ->
 def run_extract(args: argparse.Namespace) -> int:
     from omnireid.cli.export import split_trailing_flags
     from omnireid.engine.setup import setup_cfg, setup_logging
-    from omnireid.export.parity import inference_transform
+    from omnireid.data.transforms import inference_transform
     from omnireid.inference import Predictor
 
     args = split_trailing_flags(args, _add_extract_flags)

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "omnireid.cli.export",
     "omnireid.cli.extract",
     "omnireid.cli.convert",
+    "omnireid.cli.index",
+    "omnireid.cli.serve",
 )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
@@ -139,6 +140,24 @@ class RandomPatch:
             ty, tx = randint(h - ph + 1), randint(w - pw + 1)
             out[i, :, ty:ty + ph, tx:tx + pw] = patch
         return out
+
+
+def inference_transform(cfg, size: Sequence[int] | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """The data pipeline's test-time transform (PIL -> uint8 CHW), optionally for another input size.
+
+    Artifacts fix their input size; when it differs from ``INPUT.SIZE_TEST`` the resize targets the
+    artifact's size (with ``INPUT.CROP`` enabled the crop must already produce that size).
+    """
+    if size is not None:
+        size = [int(s) for s in size]
+        if cfg.INPUT.CROP.ENABLED:
+            if [int(s) for s in cfg.INPUT.CROP.SIZE] != size:
+                raise ValueError(f"the artifact expects {size[0]}x{size[1]} images but INPUT.CROP.SIZE is "
+                                 f"{list(cfg.INPUT.CROP.SIZE)}")
+        elif [int(s) for s in cfg.INPUT.SIZE_TEST] != size:
+            cfg = cfg.clone().defrost()
+            cfg.INPUT.SIZE_TEST = size
+    return build_transforms(cfg, is_train=False)
 
 
 def build_batch_transform(cfg, is_train: bool) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:

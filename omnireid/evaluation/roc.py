@@ -104,3 +104,27 @@ class RocAccumulator:
                 tpr = float((positives < negatives[m]).double().mean())
             out[roc_key(fpr)] = tpr
         return out
+
+
+def roc_curve(positives: np.ndarray | torch.Tensor, negatives: np.ndarray | torch.Tensor,
+              max_points: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole ROC curve with the convention of :class:`RocAccumulator`: ``(fpr, tpr, thresholds)``.
+
+    Point ``m`` (0..#negatives) accepts the ``m`` smallest negative distances: the threshold is the
+    ``(m+1)``-th smallest negative ``n_(m+1)`` (``inf`` for the last point), ``FPR = m / #negatives``
+    and ``TPR = #{positive d < threshold} / #positives``; so the point at ``m = floor(f * #negatives)``
+    is exactly ``TPR@FPR=f``. ``max_points`` keeps that many points evenly spread in ``m`` (the first
+    and last included), for plotting.
+    """
+    pos = np.sort(np.asarray(positives, dtype=np.float64).reshape(-1))
+    neg = np.sort(np.asarray(negatives, dtype=np.float64).reshape(-1))
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError(f"a ROC curve needs positive and negative pairs, got {pos.size} and {neg.size}")
+    m = np.arange(neg.size + 1)
+    if max_points is not None and max_points < m.size:
+        if max_points < 2:
+            raise ValueError(f"max_points must be >= 2, got {max_points}")
+        m = np.unique(np.linspace(0, neg.size, max_points).round().astype(np.int64))
+    thresholds = np.append(neg, np.inf)[m]
+    tpr = np.searchsorted(pos, thresholds, side="left") / pos.size
+    return m / neg.size, tpr, thresholds

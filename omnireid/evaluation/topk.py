@@ -19,6 +19,7 @@ faiss backends may break equal distances at the k-th place differently.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,65 @@ def faiss_hnsw_search(query, gallery, k, metric, memory_budget_mb=1024, m: int =
     return _faiss_search(index, query, gallery, k, metric, memory_budget_mb)
 
 
+@dataclass
+class RankedLists:
+    """The first ``k`` valid (non-junk) gallery items of every query, nearest first.
+
+    ``indices`` (nq, k) gallery indices, -1 where fewer than ``k`` valid items were found;
+    ``distances`` (nq, k) their distances (``inf`` at -1); ``matches`` (nq, k) true matches (same
+    identity, other camera); ``num_pos`` (nq,) true matches of the query in the whole gallery.
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+    matches: np.ndarray
+    num_pos: np.ndarray
+
+
+def rank_lists(
+    q_feats: np.ndarray | torch.Tensor,
+    g_feats: np.ndarray | torch.Tensor,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    k: int = 10,
+    metric: str = "cosine",
+    backend: str = "torch",
+    memory_budget_mb: float = 1024,
+    **options: Any,
+) -> RankedLists:
+    """Each query's ``k`` nearest valid gallery items (junk = same pid and camera, removed as in
+    the Market-1501 protocol); see the module docstring for how junk is over-fetched."""
+    q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
+    q_camids, g_camids = as_id_array(q_camids, "q_camids"), as_id_array(g_camids, "g_camids")
+    q, g, m = prepare_pair(q_feats, g_feats, metric)
+    if len(q) != len(q_pids) or len(g) != len(g_pids):
+        raise ValueError(f"{len(q)} query / {len(g)} gallery features but {len(q_pids)} / {len(g_pids)} ids")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    table = MatchTable(q_pids, g_pids, q_camids, g_camids)
+    junk = table.num_same_pid - table.num_pos
+    fetch = int(min(len(g), k + int(junk.max(initial=0))))
+    dist, idx = SEARCH_REGISTRY.get(backend)(q, g, fetch, m, memory_budget_mb, **options)
+    dist, idx = dist.double().numpy(), idx.numpy()
+    found = idx >= 0  # faiss pads with -1 when it finds fewer items
+    safe = np.where(found, idx, 0)
+    same_pid = (g_pids[safe] == q_pids[:, None]) & found
+    keep = found & ~(same_pid & (g_camids[safe] == q_camids[:, None]))
+    position = np.cumsum(keep, axis=1) - 1  # 0-based position among valid retrieved items
+    keep &= position < k
+    rows, cols = np.nonzero(keep)
+    slots = position[rows, cols]
+    indices = np.full((len(q), k), -1, dtype=np.int64)
+    distances = np.full((len(q), k), np.inf)
+    matches = np.zeros((len(q), k), dtype=bool)
+    indices[rows, slots] = idx[rows, cols]
+    distances[rows, slots] = dist[rows, cols]
+    matches[rows, slots] = same_pid[rows, cols]
+    return RankedLists(indices=indices, distances=distances, matches=matches, num_pos=table.num_pos)
+
+
 def evaluate_topk(
     q_feats: np.ndarray | torch.Tensor,
     g_feats: np.ndarray | torch.Tensor,
@@ -130,35 +190,15 @@ def evaluate_topk(
     **options: Any,
 ) -> dict[str, float]:
     """``Rank-r`` (r in 1, 5, 10, k; r <= k), ``mAP@k`` and ``MatchRecall@k`` in percent; see module doc."""
-    q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
-    q_camids, g_camids = as_id_array(q_camids, "q_camids"), as_id_array(g_camids, "g_camids")
-    q, g, m = prepare_pair(q_feats, g_feats, metric)
-    if len(q) != len(q_pids) or len(g) != len(g_pids):
-        raise ValueError(f"{len(q)} query / {len(g)} gallery features but {len(q_pids)} / {len(g_pids)} ids")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    table = MatchTable(q_pids, g_pids, q_camids, g_camids)
-    junk = table.num_same_pid - table.num_pos
-    fetch = int(min(len(g), k + int(junk.max(initial=0))))
-    search = SEARCH_REGISTRY.get(backend)
-    _, idx = search(q, g, fetch, m, memory_budget_mb, **options)
-    idx = idx.numpy()
-    valid_q = table.num_pos > 0
+    lists = rank_lists(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, k=k, metric=metric, backend=backend,
+                       memory_budget_mb=memory_budget_mb, **options)
+    valid_q = lists.num_pos > 0
     if not valid_q.any():
         raise ValueError("no query has a true match in the gallery (all query identities are absent or junk)")
-    found = idx >= 0  # faiss pads with -1 when it finds fewer items
-    safe = np.where(found, idx, 0)
-    same_pid = (g_pids[safe] == q_pids[:, None]) & found
-    is_junk = same_pid & (g_camids[safe] == q_camids[:, None])
-    keep = found & ~is_junk
-    position = np.cumsum(keep, axis=1) - 1  # 0-based position among valid retrieved items
-    in_top = keep & (position < k)
-    hits = same_pid & ~is_junk & in_top
-    first = np.where(hits.any(1), np.argmax(hits, axis=1), -1)
-    first_pos = np.where(first >= 0, position[np.arange(len(first)), np.maximum(first, 0)], k)
-    ordinal = np.cumsum(hits, axis=1)
-    precision = np.where(hits, ordinal / np.maximum(position + 1.0, 1.0), 0.0)
-    num_pos = table.num_pos
+    hits = lists.matches
+    first_pos = np.where(hits.any(1), np.argmax(hits, axis=1), k)
+    precision = np.where(hits, np.cumsum(hits, axis=1) / np.arange(1.0, k + 1), 0.0)
+    num_pos = lists.num_pos
     ap = precision.sum(1) / np.maximum(np.minimum(num_pos, k), 1)
     recall = hits.sum(1) / np.maximum(num_pos, 1)
     out: dict[str, float] = {}

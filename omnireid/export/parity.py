@@ -15,27 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omnireid.data.transforms import inference_transform
+
 logger = logging.getLogger(__name__)
-
-
-def inference_transform(cfg, size: Sequence[int] | None = None) -> Callable[[Image.Image], torch.Tensor]:
-    """The data pipeline's test-time transform (PIL -> uint8 CHW), optionally for another input size.
-
-    Artifacts fix their input size; when it differs from ``INPUT.SIZE_TEST`` the resize targets the
-    artifact's size (with ``INPUT.CROP`` enabled the crop must already produce that size).
-    """
-    from omnireid.data.transforms import build_transforms
-
-    if size is not None:
-        size = [int(s) for s in size]
-        if cfg.INPUT.CROP.ENABLED:
-            if [int(s) for s in cfg.INPUT.CROP.SIZE] != size:
-                raise ValueError(f"the artifact expects {size[0]}x{size[1]} images but INPUT.CROP.SIZE is "
-                                 f"{list(cfg.INPUT.CROP.SIZE)}")
-        elif [int(s) for s in cfg.INPUT.SIZE_TEST] != size:
-            cfg = cfg.clone().defrost()
-            cfg.INPUT.SIZE_TEST = size
-    return build_transforms(cfg, is_train=False)
 
 
 def transform_images(images: Sequence[Image.Image], transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
