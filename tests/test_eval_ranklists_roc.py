@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from omnireid.evaluation import evaluate_rank_metrics, rank_lists, roc_curve
+from omnireid.evaluation import evaluate_features, evaluate_rank_metrics, pair_distances, rank_lists, roc_curve
 from omnireid.evaluation.roc import roc_key
 
 
@@ -68,3 +68,22 @@ def test_roc_curve_points_equal_tpr_at_fpr(seed):
 def test_roc_curve_needs_both_kinds():
     with pytest.raises(ValueError, match="positive and negative"):
         roc_curve([], [0.1])
+
+
+def test_pair_distances_are_the_roc_pairs():
+    q, g, q_pids, g_pids, q_cams, g_cams = data(5, nq=40, ng=300)
+    pos, neg, total = pair_distances(q, g, q_pids, g_pids, q_cams, g_cams, memory_budget_mb=0.01)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    dist = 1 - qn.astype(np.float64) @ gn.astype(np.float64).T
+    same = q_pids[:, None] == g_pids[None, :]
+    expected_pos = dist[same & (q_cams[:, None] != g_cams[None, :])]
+    assert total == neg.size == int((~same).sum())
+    assert np.allclose(np.sort(pos), np.sort(expected_pos), atol=1e-5)
+    assert np.allclose(np.sort(neg), np.sort(dist[~same]), atol=1e-5)
+    exact = evaluate_features(q, g, q_pids, g_pids, q_cams, g_cams, roc=True).roc
+    fpr, tpr, _ = roc_curve(pos, neg)
+    for f in (1e-3, 1e-2):
+        assert tpr[int(np.floor(f * neg.size + 1e-9))] == pytest.approx(exact[roc_key(f)], abs=1e-12)
+    _, sampled, total_again = pair_distances(q, g, q_pids, g_pids, q_cams, g_cams, max_negatives=1000)
+    assert total_again == total and 800 < sampled.size < 1200

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "omnireid.cli.extract",
     "omnireid.cli.convert",
     "omnireid.cli.index",
+    "omnireid.cli.report",
     "omnireid.cli.serve",
 )
 

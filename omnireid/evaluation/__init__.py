@@ -9,12 +9,12 @@ from .query_expansion import average_query_expansion
 from .rank import RankMetrics, evaluate_rank, evaluate_rank_cuhk03, evaluate_rank_metrics
 from .reid_evaluator import ReidEvaluator
 from .rerank import RerankParams, re_ranking, re_ranking_features
-from .roc import ROC_FPRS, roc_curve
+from .roc import ROC_FPRS, pair_distances, roc_curve
 from .topk import SEARCH_REGISTRY, RankedLists, evaluate_topk, rank_lists
 
 __all__ = [
     "DISTANCE_REGISTRY", "EVALUATOR_REGISTRY", "ROC_FPRS", "SEARCH_REGISTRY", "RankMetrics", "RankedLists", "ReidEvaluator",
     "RerankParams", "average_query_expansion", "build_evaluator", "compute_distance", "evaluate_features",
-    "evaluate_rank", "evaluate_rank_cuhk03", "evaluate_rank_metrics", "evaluate_topk", "re_ranking",
+    "evaluate_rank", "evaluate_rank_cuhk03", "evaluate_rank_metrics", "evaluate_topk", "pair_distances", "re_ranking",
     "rank_lists", "re_ranking_features", "roc_curve",
 ]

@@ -128,3 +128,34 @@ def roc_curve(positives: np.ndarray | torch.Tensor, negatives: np.ndarray | torc
     thresholds = np.append(neg, np.inf)[m]
     tpr = np.searchsorted(pos, thresholds, side="left") / pos.size
     return m / neg.size, tpr, thresholds
+
+
+def pair_distances(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, metric: str = "cosine",
+                   max_negatives: int | None = None, memory_budget_mb: float = 512,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """The pairs behind the ROC: distances of every positive pair (same pid, other camera) and of
+    the negative pairs (different pid), uniformly sampled down to about ``max_negatives`` (None:
+    all); junk pairs are in neither. Returns ``(positives, negatives, number of negative pairs)``.
+    With every negative kept, :func:`roc_curve` on them gives the exact ``TPR@FPR`` values."""
+    from .features import prepare_pair
+    from .rank import MatchTable, as_id_array, rows_per_chunk
+
+    q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
+    q_camids, g_camids = as_id_array(q_camids, "q_camids"), as_id_array(g_camids, "g_camids")
+    q, g, m = prepare_pair(q_feats, g_feats, metric)
+    table = MatchTable(q_pids, g_pids, q_camids, g_camids)
+    total_neg = int((len(g_pids) - table.num_same_pid).sum())
+    keep = 1.0 if max_negatives is None else min(1.0, max_negatives / max(1, total_neg))
+    rng = np.random.default_rng(seed)
+    rows = rows_per_chunk(len(g_pids), 2 * q.element_size() + 2, memory_budget_mb)
+    positives, negatives = [], []
+    for start in range(0, len(q_pids), rows):
+        end = min(start + rows, len(q_pids))
+        block = m.pairwise(q[start:end], g).double().numpy()
+        pos_rows, pos_cols, _, _ = table.split(start, end)
+        positives.append(block[pos_rows, pos_cols])
+        neg = block[q_pids[start:end, None] != g_pids[None, :]]
+        if keep < 1:
+            neg = neg[rng.random(neg.size) < keep]
+        negatives.append(neg)
+    return np.concatenate(positives), np.concatenate(negatives), total_neg

@@ -1,0 +1,202 @@
+"""`omnireid report`: numbers against brute force, rank lists against a direct ranking, the saved-features
+path, CLI errors, and the page in a real (headless Chromium) browser."""
+from __future__ import annotations
+
+import html.parser
+import os
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from browser_helpers import Chromium, find_chromium  # noqa: E402
+
+from omnireid.cli.main import main as cli_main  # noqa: E402
+from omnireid.report import ReportInput, load_features, save_features  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def report_dir(synthetic_root, tmp_path_factory) -> str:
+    """The report of an (untrained) tiny model on the tiny synthetic test set, made through the CLI."""
+    from conftest import tiny_reid_cfg
+
+    root = tmp_path_factory.mktemp("report")
+    config = root / "config.yaml"
+    config.write_text(tiny_reid_cfg(synthetic_root, str(root / "run")).dump())
+    out = str(root / "report")
+    assert cli_main(["report", "--config-file", str(config), "--output", out, "--top-k", "5"]) == 0
+    return out
+
+
+def brute_force(data: ReportInput) -> dict:
+    """Cosine ranking per query with junk (same id and camera) dropped; Rank-1 and mAP by definition."""
+    nq = data.meta["num_query"]
+    f = data.features / np.linalg.norm(data.features, axis=1, keepdims=True)
+    dist = 1 - f[:nq].astype(np.float64) @ f[nq:].astype(np.float64).T
+    pids, cams = data.field("targets"), data.field("camids")
+    q_pids, g_pids, q_cams, g_cams = pids[:nq], pids[nq:], cams[:nq], cams[nq:]
+    orders, ranks1, aps = [], [], []
+    for i in range(nq):
+        order = [j for j in np.argsort(dist[i], kind="stable") if not (g_pids[j] == q_pids[i] and g_cams[j] == q_cams[i])]
+        orders.append([(int(g_pids[j]), int(g_cams[j]), float(dist[i, j])) for j in order])
+        hits = [g_pids[j] == q_pids[i] for j in order]
+        if not any(hits):
+            continue
+        ranks1.append(hits[0])
+        positions = np.flatnonzero(hits)
+        aps.append(np.mean([(n + 1) / (p + 1) for n, p in enumerate(positions)]))
+    return {"Rank-1": 100 * np.mean(ranks1), "mAP": 100 * np.mean(aps), "orders": orders}
+
+
+class RankListParser(html.parser.HTMLParser):
+    """query index -> [(id, camera, distance, marked correct)] from the page's rank lists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists: dict[int, list] = {}
+        self._query: int | None = None
+        self._in_hit = False
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "div" and "ranklist" in attrs.get("class", "").split():
+            self._query = int(attrs["id"].rsplit("-q", 1)[1])
+            self.lists[self._query] = []
+        elif tag == "figure" and "hit" in attrs.get("class", "").split():
+            self._in_hit, self._text = True, ""
+            self._match = "match" in attrs["class"].split()
+
+    def handle_data(self, data):
+        if self._in_hit:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "figure" and self._in_hit:
+            self._in_hit = False
+            m = re.search(r"([✓✗]) (\d+)\. d=([\d.]+)id (-?\d+) · cam (-?\d+)", self._text)
+            mark, _, dist, pid, cam = m.groups()
+            assert (mark == "✓") == self._match
+            self.lists[self._query].append((int(pid), int(cam), float(dist), self._match))
+
+
+def test_metrics_and_rank_lists_equal_brute_force(report_dir):
+    data = load_features(os.path.join(report_dir, "features_Market1501.npz"))
+    assert data.protocol == "reid" and data.meta["num_query"] == 16 and data.features.shape[0] == 16 + 137
+    page = open(os.path.join(report_dir, "index.html"), encoding="utf-8").read()
+    expected = brute_force(data)
+    header = re.search(r'<table class="metrics"><thead><tr>(.*?)</tr>', page).group(1)
+    row = re.search(r'<table class="metrics">.*?<tbody><tr>(.*?)</tr>', page).group(1)
+    cells = dict(zip(re.findall(r"<th>(.*?)</th>", header), re.findall(r"<td>(.*?)</td>", row)))
+    assert float(cells["Rank-1"]) == pytest.approx(expected["Rank-1"], abs=0.006)
+    assert float(cells["mAP"]) == pytest.approx(expected["mAP"], abs=0.006)
+    parser = RankListParser()
+    parser.feed(page)
+    assert len(parser.lists) == 16  # every query fits under --max-queries 100
+    nq = data.meta["num_query"]
+    pids = data.field("targets")
+    for q, hits in parser.lists.items():
+        want = expected["orders"][q][:5]
+        assert [(p, c) for p, c, _, _ in hits] == [(p, c) for p, c, _ in want]
+        assert np.allclose([d for _, _, d, _ in hits], [d for _, _, d in want], atol=1.5e-3)
+        assert [m for *_, m in hits] == [p == pids[q] for p, _, _ in want]
+    assert nq == 16
+    for anchor in ("metrics", "cmc", "roc", "distances", "cameras", "worst", "ranklists"):
+        assert f'id="Market1501-{anchor}"' in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch when opened
+
+
+def test_report_from_saved_features_is_the_same_page(report_dir, tmp_path):
+    out = str(tmp_path / "again")
+    assert cli_main(["report", "--features", os.path.join(report_dir, "features_Market1501.npz"), "--output", out,
+                     "--top-k", "5"]) == 0
+
+    def body(path):
+        return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d", "", open(path, encoding="utf-8").read())
+
+    assert body(os.path.join(out, "index.html")) == body(os.path.join(report_dir, "index.html"))
+
+
+def test_features_file_round_trip(tmp_path):
+    items = [{"img_path": f"/x/{i}.jpg", "targets": i % 3, "camids": i % 2, "score": i / 2} for i in range(6)]
+    data = ReportInput("toy", "reid", np.arange(18, dtype=np.float32).reshape(6, 3), items, {"num_query": 2},
+                       "euclidean")
+    save_features(data, str(tmp_path / "f.npz"))
+    back = load_features(str(tmp_path / "f.npz"))
+    assert (back.name, back.protocol, back.meta, back.metric) == ("toy", "reid", {"num_query": 2}, "euclidean")
+    assert back.items == items and np.array_equal(back.features, data.features)
+
+
+def test_report_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys):
+    not_features = tmp_path / "other.npz"
+    np.savez(not_features, features=np.zeros((2, 2)))
+    odd = tmp_path / "odd.npz"
+    save_features(ReportInput("odd", "made-up", np.ones((3, 2)), [{"img_path": "a"}] * 3), str(odd))
+    cases = [
+        (["report", "--features", str(tmp_path / "missing.npz")], "no such file"),
+        (["report"], "give either --config-file"),
+        (["report", "--features", str(not_features)], "not a report features file"),
+        (["report", "--features", str(odd)], "no report for protocol 'made-up'; registered: reid"),
+        (["report", "--features", str(odd), "--top-k", "0"], "top_k must be >= 1"),
+    ]
+    for argv, message in cases:
+        assert cli_main(argv + ["--output", str(tmp_path / "out")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium package)")
+    browser = Chromium(executable, str(tmp_path_factory.mktemp("chromium-profile")))
+    yield browser
+    browser.close()
+
+
+def test_the_console_check_catches_errors(chromium, tmp_path):
+    """The browser test below would notice a broken page: a script error and a console.error are reported."""
+    broken = tmp_path / "broken.html"
+    broken.write_text("<html><body><script>console.error('bad'); undefinedFunction();</script></body></html>")
+    page = chromium.open(broken.as_uri())
+    problems = page.problems()
+    assert any("console.error" in p for p in problems) and any("undefinedFunction" in p for p in problems)
+
+
+def test_report_renders_in_headless_chromium(chromium, report_dir, tmp_path):
+    page = chromium.open("file://" + os.path.abspath(os.path.join(report_dir, "index.html")))
+    assert page.problems() == []
+    assert all(u.startswith(("file:", "data:")) for u in page.requested_urls())  # no network
+    assert page.evaluate("document.querySelectorAll('.ranklist').length") == 16
+    assert page.evaluate("Array.from(document.querySelectorAll('.ranklist')).every("
+                         "r => r.querySelectorAll('.hit').length === 5 && r.querySelector('.query img'))")
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    assert page.evaluate("document.querySelectorAll('img.plot').length") == 4  # CMC, ROC, distances, cameras
+    assert page.evaluate("document.querySelector('.shown').textContent") == "16 of 16 queries shown"
+    cameras = load_features(os.path.join(report_dir, "features_Market1501.npz")).field("camids")[:16]
+    shown = page.evaluate("""(() => {
+        const s = document.querySelector('select[data-filter=camera]');
+        s.value = '1'; s.dispatchEvent(new Event('change'));
+        return Array.from(document.querySelectorAll('.ranklist')).filter(r => r.style.display !== 'none')
+            .map(r => r.dataset.camera);
+    })()""")
+    assert shown == ["1"] * int((cameras == 1).sum())
+    failures = page.evaluate("""(() => {
+        document.querySelector('select[data-filter=camera]').value = '';
+        const s = document.querySelector('select[data-filter=outcome]');
+        s.value = 'failure'; s.dispatchEvent(new Event('change'));
+        return Array.from(document.querySelectorAll('.ranklist')).filter(r => r.style.display !== 'none')
+            .map(r => r.querySelector('.hit').classList.contains('nonmatch'));
+    })()""")
+    assert failures and all(failures)
+    assert page.problems() == []
+    shot = tmp_path / "report.png"
+    page.screenshot(str(shot))
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        assert image.width >= 1000 and image.height > 2000
+        assert len(set(image.convert("L").resize((64, 256)).getdata())) > 20  # not a blank page
