@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from omnireid.cli.main import COMMAND_REGISTRY
 
@@ -60,7 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
 
         from omnireid.serve.app import ServeSettings, create_app
     except ImportError as exc:
-        raise SystemExit(f"omnireid serve needs the serve extra: pip install 'omnireid[serve]' ({exc})") from None
+        print(f"omnireid serve: error: the server needs the serve extra: pip install 'omnireid[serve]' ({exc})",
+              file=sys.stderr)
+        return 2
     from omnireid.engine.setup import setup_logging
     from omnireid.serve.encoder import ImageEncoder, check_compatible
     from omnireid.serve.index import GalleryIndex
