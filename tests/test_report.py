@@ -26,7 +26,7 @@ def report_dir(synthetic_root, tmp_path_factory) -> str:
     config = root / "config.yaml"
     config.write_text(tiny_reid_cfg(synthetic_root, str(root / "run")).dump())
     out = str(root / "report")
-    assert cli_main(["report", "--config-file", str(config), "--output", out, "--top-k", "5"]) == 0
+    assert cli_main(["report", "--config-file", str(config), "MODEL.DEVICE", "cpu", "--output", out, "--top-k", "5"]) == 0
     return out
 
 

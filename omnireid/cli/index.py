@@ -72,10 +72,15 @@ def _features(encoder, paths: list[str], batch_size: int):
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from omnireid.cli.export import split_trailing_flags
     from omnireid.engine.setup import setup_cfg, setup_logging
     from omnireid.serve.encoder import ImageEncoder
-    from omnireid.serve.index import GalleryIndex
+    from omnireid.serve.index import GalleryIndex, GalleryIndexError
 
+    args = split_trailing_flags(args, _add_build_flags)
+    missing = [flag for flag in ("artifact", "images", "output") if not getattr(args, flag)]
+    if missing:
+        raise GalleryIndexError(f"index build needs {', '.join('--' + m for m in missing)}")
     setup_logging()
     cfg = setup_cfg(args.config_file or None, args.opts)
     paths, ids, metas = _image_items(args.images, args.metadata)
@@ -154,11 +159,28 @@ def _summary(manifest: dict, root: str) -> str:
     return "\n".join(lines)
 
 
-def _add_model_flags(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--artifact", metavar="FILE", required=required,
-                        help="exported model (.onnx, .ts, .xml, .engine, .prototxt) or a .pth with its config"
-                             + ("" if required else " (default: the one the index was built with)"))
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+def _add_build_flags(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """``index build`` flags (``suppress``: for flags written after the config's KEY VALUE overrides)."""
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--artifact", metavar="FILE", default=default(None),
+                        help="exported model (.onnx, .ts, .xml, .engine, .prototxt) or a .pth with its config")
+    parser.add_argument("--batch-size", type=int, default=default(32), help="images per forward pass")
+    parser.add_argument("--images", metavar="DIR", default=default(None), help="gallery images (searched recursively)")
+    parser.add_argument("--output", metavar="DIR", default=default(None), help="index folder")
+    parser.add_argument("--metadata", metavar="CSV", default=default(None),
+                        help="extra metadata per id (header with an 'id' column)")
+    parser.add_argument("--kind", choices=("auto", "flat", "ivf", "hnsw"), default=default("auto"),
+                        help=f"auto: flat below {AUTO_FLAT_LIMIT} images, else ivf")
+    parser.add_argument("--nlist", type=int, default=default(None), help="ivf: number of cells (default 4*sqrt(N))")
+    parser.add_argument("--nprobe", type=int, default=default(None), help="ivf: cells searched per query (default 32)")
+    parser.add_argument("--hnsw-m", type=int, default=default(None), help="hnsw: graph degree (default 32)")
+    parser.add_argument("--ef-search", type=int, default=default(None), help="hnsw: search breadth (default 128)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=default(None),
+                        help="input size when the artifact declares none (default INPUT.SIZE_TEST)")
+    parser.add_argument("--overwrite", action="store_true", default=default(False),
+                        help="replace an existing index (atomically)")
 
 
 @COMMAND_REGISTRY.register("index")
@@ -170,24 +192,13 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
 
     build = sub.add_parser("build", help="index a folder of images")
-    _add_model_flags(build, required=True)
-    build.add_argument("--images", metavar="DIR", required=True, help="gallery images (searched recursively)")
-    build.add_argument("--output", metavar="DIR", required=True, help="index folder")
-    build.add_argument("--metadata", metavar="CSV", help="extra metadata per id (header with an 'id' column)")
-    build.add_argument("--kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
-                       help=f"auto: flat below {AUTO_FLAT_LIMIT} images, else ivf")
-    build.add_argument("--nlist", type=int, help="ivf: number of cells (default 4*sqrt(N))")
-    build.add_argument("--nprobe", type=int, help="ivf: cells searched per query (default 32)")
-    build.add_argument("--hnsw-m", type=int, help="hnsw: graph degree (default 32)")
-    build.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 128)")
-    build.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
-                       help="input size when the artifact declares none (default INPUT.SIZE_TEST)")
-    build.add_argument("--overwrite", action="store_true", help="replace an existing index (atomically)")
+    _add_build_flags(build)
     add_config_arguments(build)
     build.set_defaults(func=lambda a: report_user_errors("index build", lambda: run_build(a)))
 
     add = sub.add_parser("add", help="add a folder of images to an index")
-    _add_model_flags(add, required=False)
+    add.add_argument("--artifact", metavar="FILE", help="the model (default: the one the index was built with)")
+    add.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add.add_argument("--index", metavar="DIR", required=True)
     add.add_argument("--images", metavar="DIR", required=True)
     add.add_argument("--metadata", metavar="CSV")

@@ -84,7 +84,10 @@ def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from omnireid.cli.export import split_trailing_flags
     from omnireid.engine.setup import setup_logging
+
+    args = split_trailing_flags(args, _add_report_flags)
 
     try:
         from omnireid.report import ReportInputError, ReportOptions, build_report, load_features
@@ -115,19 +118,29 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_report_flags(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--features", nargs="+", metavar="FILE", default=default(None),
+                        help="saved features_<name>.npz file(s)")
+    parser.add_argument("--dataset", nargs="+", metavar="NAME", default=default(None),
+                        help="test sets (default DATASETS.TESTS)")
+    parser.add_argument("--output", default=default("report"), metavar="DIR",
+                        help="folder of index.html (default report/)")
+    parser.add_argument("--title", default=default("omnireid evaluation report"))
+    parser.add_argument("--top-k", type=int, default=default(10), help="gallery images per rank list")
+    parser.add_argument("--max-queries", type=int, default=default(100), help="rank lists in the page")
+    parser.add_argument("--worst", type=int, default=default(20), help="rows of the worst-queries table")
+    parser.add_argument("--thumb-height", type=int, default=default(96), help="thumbnail height in pixels")
+
+
 @COMMAND_REGISTRY.register("report")
 def add_report_command(subparsers: argparse._SubParsersAction) -> None:
     from omnireid.cli.train import add_config_arguments
 
     parser = subparsers.add_parser("report", help="write a self-contained HTML evaluation report",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--features", nargs="+", metavar="FILE", help="saved features_<name>.npz file(s)")
-    parser.add_argument("--dataset", nargs="+", metavar="NAME", help="test sets (default DATASETS.TESTS)")
-    parser.add_argument("--output", default="report", metavar="DIR", help="folder of index.html (default report/)")
-    parser.add_argument("--title", default="omnireid evaluation report")
-    parser.add_argument("--top-k", type=int, default=10, help="gallery images per rank list")
-    parser.add_argument("--max-queries", type=int, default=100, help="rank lists in the page")
-    parser.add_argument("--worst", type=int, default=20, help="rows of the worst-queries table")
-    parser.add_argument("--thumb-height", type=int, default=96, help="thumbnail height in pixels")
+    _add_report_flags(parser)
     add_config_arguments(parser)
     parser.set_defaults(func=run_report)
