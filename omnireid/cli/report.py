@@ -46,17 +46,26 @@ class FeatureCollector:
         return features[torch.argsort(indices)].numpy()
 
 
-def _as_item(item) -> dict:
-    """A test item as a dict (dataset items are ``(path, pid, camid)`` tuples in the reID loaders)."""
-    if isinstance(item, dict):
-        return dict(item)
-    path, pid, camid = item
-    return {"img_path": path, "targets": int(pid), "camids": int(camid)}
+def _test_sets(cfg, name: str):
+    """``(loader, name, protocol, items, meta)`` of every test set of dataset ``name``.
+
+    Transitional: uses the ``TestSet`` API of issue 9 when the data layer has it, else the reID
+    loader of query + gallery ``(path, pid, camid)`` items.
+    """
+    import omnireid.data as data
+
+    if hasattr(data, "build_test_sets"):
+        for test_set in data.build_test_sets(cfg, name):
+            yield (data.build_test_loader(cfg, test_set), test_set.name, test_set.protocol, list(test_set.items),
+                   dict(test_set.meta))
+        return
+    loader, num_query = data.build_test_loader(cfg, name)
+    items = [{"img_path": path, "targets": int(pid), "camids": int(camid)} for path, pid, camid in loader.dataset.items]
+    yield loader, name, "reid", items, {"num_query": num_query}
 
 
 def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
     """Features of every requested test set, computed by the model of the config (and saved)."""
-    from omnireid.data import build_test_loader
     from omnireid.engine import inference_on_dataset, setup_cfg
     from omnireid.inference import build_model_from_config
     from omnireid.report import ReportInput, ReportInputError, save_features
@@ -69,17 +78,16 @@ def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
     except RuntimeError as exc:  # a checkpoint that does not fit the config
         raise ReportInputError(str(exc).splitlines()[0]) from None
     inputs = []
-    for name in args.dataset or list(cfg.DATASETS.TESTS):
-        loader, num_query = build_test_loader(cfg, name)
-        collector = FeatureCollector()
-        inference_on_dataset(model, loader, collector, device, flip=bool(cfg.TEST.FLIP.ENABLED))
-        data = ReportInput(name=name, protocol="reid", features=collector.features,
-                           items=[_as_item(item) for item in loader.dataset.items], meta={"num_query": num_query},
-                           metric=cfg.TEST.METRIC)
-        path = os.path.join(output, f"features_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.npz")
-        save_features(data, path)
-        logger.info("Saved the features of %s to %s", name, path)
-        inputs.append(data)
+    for dataset_name in args.dataset or list(cfg.DATASETS.TESTS):
+        for loader, name, protocol, items, meta in _test_sets(cfg, dataset_name):
+            collector = FeatureCollector()
+            inference_on_dataset(model, loader, collector, device, flip=bool(cfg.TEST.FLIP.ENABLED))
+            data = ReportInput(name=name, protocol=protocol, features=collector.features, items=items, meta=meta,
+                               metric=cfg.TEST.METRIC)
+            path = os.path.join(output, f"features_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.npz")
+            save_features(data, path)
+            logger.info("Saved the features of %s to %s", name, path)
+            inputs.append(data)
     return inputs
 
 
