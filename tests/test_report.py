@@ -138,7 +138,7 @@ def test_report_cli_errors_are_one_line_exit_2(report_dir, tmp_path, capsys):
         (["report", "--features", str(tmp_path / "missing.npz")], "no such file"),
         (["report"], "give either --config-file"),
         (["report", "--features", str(not_features)], "not a report features file"),
-        (["report", "--features", str(odd)], "no report for protocol 'made-up'; registered: reid"),
+        (["report", "--features", str(odd)], "no report for protocol 'made-up'; registered: reid, retrieval"),
         (["report", "--features", str(odd), "--top-k", "0"], "top_k must be >= 1"),
     ]
     for argv, message in cases:
@@ -200,3 +200,38 @@ def test_report_renders_in_headless_chromium(chromium, report_dir, tmp_path):
     with Image.open(shot) as image:
         assert image.width >= 1000 and image.height > 2000
         assert len(set(image.convert("L").resize((64, 256)).getdata())) > 20  # not a blank page
+
+
+def test_retrieval_report_against_brute_force(tmp_path):
+    """One set, every item a query against the others: Recall@1 and rank lists by a direct loop."""
+    from serve_helpers import write_images
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 5)
+    centres = rng.standard_normal((4, 8))
+    features = (centres[labels] + 0.9 * rng.standard_normal((20, 8))).astype(np.float32)
+    paths = write_images(str(tmp_path / "images"), 20)
+    data = ReportInput("Shop", "retrieval", features, [{"img_path": p, "targets": int(y)} for p, y in zip(paths, labels)])
+    save_features(data, str(tmp_path / "f.npz"))
+    out = tmp_path / "report"
+    assert cli_main(["report", "--features", str(tmp_path / "f.npz"), "--output", str(out), "--top-k", "4"]) == 0
+    page = (out / "index.html").read_text(encoding="utf-8")
+    f = features / np.linalg.norm(features, axis=1, keepdims=True)
+    dist = 1 - f.astype(np.float64) @ f.astype(np.float64).T
+    orders = [[j for j in np.argsort(dist[i], kind="stable") if j != i] for i in range(20)]
+    recall1 = 100 * np.mean([labels[o[0]] == labels[i] for i, o in enumerate(orders)])
+    header = re.search(r'<table class="metrics"><thead><tr>(.*?)</tr>', page).group(1)
+    row = re.search(r'<table class="metrics">.*?<tbody><tr>(.*?)</tr>', page).group(1)
+    cells = dict(zip(re.findall(r"<th>(.*?)</th>", header), re.findall(r"<td>(.*?)</td>", row)))
+    assert float(cells["Recall@1"]) == pytest.approx(recall1, abs=0.006)
+    assert {"R-Precision", "MAP@R"} <= set(cells)
+    assert 'id="Shop-class-breakdown"' in page and "Per class" in page and 'data-filter="class"' in page
+    lists = dict(re.findall(r'<div class="ranklist" id="Shop-q(\d+)" data-class="\d+" data-outcome="\w+">(.*?)</div>',
+                            page))
+    assert len(lists) == 20
+    for q, block in lists.items():
+        shown = [int(c) for c in re.findall(r"<br>class (\d+)</figcaption></figure>", block)]
+        want = orders[int(q)][:4]
+        assert shown == [int(labels[j]) for j in want]
+        ds = [float(d) for d in re.findall(r"d=([\d.]+)<br>class", block)]
+        assert np.allclose(ds, dist[int(q)][want], atol=1.5e-3)

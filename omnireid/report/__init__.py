@@ -3,7 +3,7 @@ results, worst queries, filterable rank lists), built per test protocol through 
 
 Needs the ``report`` extra (matplotlib). Every number comes from :mod:`omnireid.evaluation`.
 """
-from . import reid  # noqa: F401  (registers the reid report)
+from . import reid, retrieval  # noqa: F401  (register the reid and retrieval reports)
 from .base import REPORT_PROTOCOLS, ReportOptions, build_report
 from .html import Report, Section, Thumbnails
 from .inputs import ReportInput, ReportInputError, load_features, save_features

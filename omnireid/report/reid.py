@@ -29,6 +29,17 @@ class QueryGallery:
     q_paths: list[str]
     g_paths: list[str]
     metric: str
+    group: str = "camera"  # what the breakdown and the rank-list filter group queries by
+    q_groups: np.ndarray | None = None  # the query's group (default: its camera)
+    g_groups: np.ndarray | None = None
+    show_camera: bool = True
+
+    def __post_init__(self) -> None:
+        self.q_groups = self.q_cams if self.q_groups is None else self.q_groups
+        self.g_groups = self.g_cams if self.g_groups is None else self.g_groups
+
+    def label(self, pid: int, cam: int) -> str:
+        return f"id {pid} · cam {cam}" if self.show_camera else f"class {pid}"
 
     @classmethod
     def from_input(cls, data: ReportInput) -> "QueryGallery":
@@ -102,16 +113,16 @@ def distance_figure(pos: np.ndarray, neg: np.ndarray, metric: str, name: str) ->
     return figure_html(fig, f"distance distributions of {name}")
 
 
-def camera_figure(rows: list[tuple[int, dict[str, float]]], name: str) -> str:
+def group_figure(rows: list[tuple[int, dict[str, float]]], name: str, group: str) -> str:
     fig, ax = _figure(max(3.8, 0.6 * len(rows) + 2), 2.9)
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [m["Rank-1"] for _, m in rows], 0.4, label="Rank-1", color="#2456c6")
     ax.bar(x + 0.2, [m["mAP"] for _, m in rows], 0.4, label="mAP", color="#f0a030")
     ax.set_xticks(x, [str(c) for c, _ in rows])
-    ax.set(xlabel="query camera", ylabel="%", title=f"Per query camera: {name}", ylim=(0, 100))
+    ax.set(xlabel=f"query {group}", ylabel="%", title=f"Per query {group}: {name}", ylim=(0, 100))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    return figure_html(fig, f"per-camera results of {name}")
+    return figure_html(fig, f"per-{group} results of {name}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,14 +134,19 @@ def reid_report(data: ReportInput, options: ReportOptions, thumbs: Thumbnails) -
     return Report(data.name, data.protocol, query_gallery_sections(split, data.name, options, thumbs))
 
 
-def query_gallery_sections(split: QueryGallery, name: str, options: ReportOptions,
-                           thumbs: Thumbnails) -> list[Section]:
+MARKET_PROTOCOL = ("Market-1501 protocol: gallery images of the query's identity <em>and</em> camera are ignored; "
+                   "queries without a true match in the gallery are left out. Metrics in percent.")
+
+
+def query_gallery_sections(split: QueryGallery, name: str, options: ReportOptions, thumbs: Thumbnails,
+                           metrics: dict[str, float] | None = None, note: str = MARKET_PROTOCOL) -> list[Section]:
     """Metrics, curves, distances, per-camera results, worst queries and rank lists of a query/gallery split."""
     anchor = slug(name)
     ng = len(split.g_pids)
     result = evaluate_features(split.query, split.gallery, *split.ids(), metric=split.metric,
                                max_rank=min(50, ng), roc=True, memory_budget_mb=options.memory_budget_mb)
     summary = result.summary()
+    shown = metrics if metrics is not None else summary
     ap = np.full(len(split.q_pids), np.nan)
     ap[result.valid] = result.all_AP
     lists = rank_lists(split.query, split.gallery, *split.ids(), k=min(options.top_k, ng), metric=split.metric,
@@ -154,11 +170,9 @@ def query_gallery_sections(split: QueryGallery, name: str, options: ReportOption
                     "where they overlap, impostors outrank true matches."),
     ])
     sections = [
-        Section(f"{anchor}-metrics", "Metrics", _metrics_table(name, summary, split, result.valid),
-                "Market-1501 protocol: gallery images of the query's identity <em>and</em> camera are ignored; "
-                "queries without a true match in the gallery are left out. Metrics in percent."),
+        Section(f"{anchor}-metrics", "Metrics", _metrics_table(name, shown, split, result.valid), note),
         Section(f"{anchor}-curves", "CMC, ROC and distances", f'<div class="plots">{plots}</div>'),
-        _camera_section(split, result.valid, name, anchor, options),
+        _group_section(split, result.valid, name, anchor, options),
         _worst_section(split, ap, lists, name, anchor, options, thumbs),
         _ranklist_section(split, ap, lists, name, anchor, options, thumbs),
     ]
@@ -170,37 +184,38 @@ def _plot_block(anchor: str, image: str, caption: str) -> str:
 
 
 def _metrics_table(name: str, summary: dict[str, float], split: QueryGallery, valid: np.ndarray) -> str:
-    keys = [k for k in SUMMARY_KEYS if k in summary] + sorted(k for k in summary if k not in SUMMARY_KEYS)
+    keys = [k for k in SUMMARY_KEYS if k in summary] + [k for k in summary if k not in SUMMARY_KEYS]
     header = ["test set", *keys, "queries", "with a true match", "gallery", "identities"]
     row = [name, *[fmt(summary[k]) for k in keys], len(split.q_pids), int(valid.sum()), len(split.g_pids),
            len(np.unique(np.concatenate([split.q_pids, split.g_pids])))]
     return table(header, [row], "metrics")
 
 
-def _camera_section(split: QueryGallery, valid: np.ndarray, name: str, anchor: str,
-                    options: ReportOptions) -> Section:
+def _group_section(split: QueryGallery, valid: np.ndarray, name: str, anchor: str,
+                   options: ReportOptions) -> Section:
     rows, plotted = [], []
-    for cam in np.unique(split.q_cams).tolist():
-        mask = split.q_cams == cam
-        gallery_count = int((split.g_cams == cam).sum())
+    for cam in np.unique(split.q_groups).tolist():
+        mask = split.q_groups == cam
+        gallery_count = int((split.g_groups == cam).sum())
         with_match = int(valid[mask].sum())
         try:
             metrics = evaluate_features(split.query[mask], split.gallery, split.q_pids[mask], split.g_pids,
                                         split.q_cams[mask], split.g_cams, metric=split.metric,
                                         max_rank=min(50, len(split.g_pids)),
                                         memory_budget_mb=options.memory_budget_mb).summary()
-        except ValueError:  # no query of this camera has a true match
+        except ValueError:  # no query of this group has a true match
             rows.append([cam, int(mask.sum()), with_match, gallery_count, "–", "–", "–", "–"])
             continue
         plotted.append((cam, metrics))
         rows.append([cam, int(mask.sum()), with_match, gallery_count, fmt(metrics["Rank-1"]),
                      fmt(metrics["Rank-5"]), fmt(metrics["mAP"]), fmt(metrics["mINP"])])
-    body = table(["query camera", "queries", "with a true match", "gallery images in camera", "Rank-1", "Rank-5",
-                  "mAP", "mINP"], rows, "per-camera")
+    group = split.group
+    body = table([f"query {group}", "queries", "with a true match", f"gallery images in {group}", "Rank-1", "Rank-5",
+                  "mAP", "mINP"], rows, f"per-{group}")
     if plotted:
-        body += camera_figure(plotted, name)
-    return Section(f"{anchor}-cameras", "Per camera", body,
-                   "Each query camera's queries evaluated against the whole gallery.")
+        body += group_figure(plotted, name, group)
+    return Section(f"{anchor}-{group}-breakdown" if group != "camera" else f"{anchor}-cameras", f"Per {group}", body,
+                   f"Each query {group}'s queries evaluated against the whole gallery.")
 
 
 def _first_match(lists, q: int) -> str:
@@ -219,11 +234,12 @@ def _worst_section(split: QueryGallery, ap: np.ndarray, lists, name: str, anchor
     for q in _worst_queries(ap, options.worst).tolist():
         image = Raw(f'<a href="#{anchor}-q{q}"><img alt="query {q}" src="{thumbs(split.q_paths[q])}" '
                     f'height="{options.thumb_height // 2}"></a>')
-        rows.append([f"#{q}", image, int(split.q_pids[q]), int(split.q_cams[q]), fmt(ap[q] * 100),
-                     _first_match(lists, q), int(lists.num_pos[q])])
-    return Section(f"{anchor}-worst", "Worst queries by AP",
-                   table(["query", "image", "identity", "camera", "AP (%)", "first true match at rank",
-                          "true matches in gallery"], rows, "worst"),
+        cam = [int(split.q_cams[q])] if split.show_camera else []
+        rows.append([f"#{q}", image, int(split.q_pids[q]), *cam, fmt(ap[q] * 100), _first_match(lists, q),
+                     int(lists.num_pos[q])])
+    header = ["query", "image", "identity", *(["camera"] if split.show_camera else []), "AP (%)",
+              "first true match at rank", "true matches in gallery"]
+    return Section(f"{anchor}-worst", "Worst queries by AP", table(header, rows, "worst"),
                    "Click an image to jump to its rank list.")
 
 
@@ -251,25 +267,27 @@ def _ranklist_section(split: QueryGallery, ap: np.ndarray, lists, name: str, anc
             outcome, label = "failure", "rank-1 wrong"
         ap_text = f"AP {fmt(ap[q] * 100, 1)}" if not np.isnan(ap[q]) else "AP –"
         cells = [f'<figure class="query"><img alt="query {q}" src="{thumbs(split.q_paths[q])}">'
-                 f"<figcaption>query #{q}<br>id {int(split.q_pids[q])} · cam {int(split.q_cams[q])}<br>{ap_text}<br>"
+                 f"<figcaption>query #{q}<br>{split.label(int(split.q_pids[q]), int(split.q_cams[q]))}<br>{ap_text}<br>"
                  f'<span class="badge {outcome}">{esc(label)}</span></figcaption></figure>']
         for rank, (g, dist, match) in enumerate(zip(lists.indices[q], lists.distances[q], lists.matches[q]), 1):
             if g < 0:
                 break
             kind, mark = ("match", "✓") if match else ("nonmatch", "✗")
             cells.append(f'<figure class="hit {kind}"><img alt="rank {rank}" src="{thumbs(split.g_paths[g])}">'
-                         f"<figcaption>{mark} {rank}. d={dist:.3f}<br>id {int(split.g_pids[g])} · "
-                         f"cam {int(split.g_cams[g])}</figcaption></figure>")
-        blocks.append(f'<div class="ranklist" id="{anchor}-q{q}" data-camera="{int(split.q_cams[q])}" '
+                         f"<figcaption>{mark} {rank}. d={dist:.3f}<br>"
+                         f"{split.label(int(split.g_pids[g]), int(split.g_cams[g]))}</figcaption></figure>")
+        blocks.append(f'<div class="ranklist" id="{anchor}-q{q}" data-{split.group}="{int(split.q_groups[q])}" '
                       f'data-outcome="{outcome}">{"".join(cells)}</div>')
-    cameras = "".join(f'<option value="{c}">camera {c}</option>' for c in np.unique(split.q_cams[rows]).tolist())
-    filters = (f'<div class="filters"><label>camera <select data-filter="camera"><option value="">all</option>'
-               f'{cameras}</select></label><label>outcome <select data-filter="outcome"><option value="">all</option>'
+    group = split.group
+    options_html = "".join(f'<option value="{c}">{group} {c}</option>' for c in np.unique(split.q_groups[rows]).tolist())
+    filters = (f'<div class="filters"><label>{group} <select data-filter="{group}"><option value="">all</option>'
+               f'{options_html}</select></label><label>outcome <select data-filter="outcome"><option value="">all</option>'
                '<option value="success">rank-1 correct</option><option value="failure">rank-1 wrong</option>'
                '<option value="nomatch">no true match</option></select></label>'
                '<span class="shown"></span></div>')
+    removed = "junk (same identity and camera)" if split.show_camera else "the query itself"
     intro = (f"{len(rows)} of {len(split.q_pids)} queries: the {min(options.worst, len(rows))} worst by AP and a spread "
-             f"of the others. Top {lists.indices.shape[1]} gallery images after removing junk (same identity and "
-             "camera); green ✓ = true match, red ✗ = other identity; d = distance.")
+             f"of the others. Top {lists.indices.shape[1]} gallery images after removing {removed}; "
+             "green ✓ = true match, red ✗ = other identity; d = distance.")
     return Section(f"{anchor}-ranklists", "Rank lists", f'<div class="ranklists">{filters}{"".join(blocks)}</div>',
                    intro)
