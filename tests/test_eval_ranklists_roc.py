@@ -3,18 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_eval_topk import data  # the same clustered features with junk
 
 from omnireid.evaluation import evaluate_features, evaluate_rank_metrics, pair_distances, rank_lists, roc_curve
 from omnireid.evaluation.roc import roc_key
-
-
-def data(seed=0, nq=30, ng=200, dim=16):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((20, dim))
-    q_pids, g_pids = rng.integers(0, 20, nq), rng.integers(0, 20, ng)
-    q = (centres[q_pids] + rng.standard_normal((nq, dim))).astype(np.float32)
-    g = (centres[g_pids] + rng.standard_normal((ng, dim))).astype(np.float32)
-    return q, g, q_pids, g_pids, rng.integers(0, 3, nq), rng.integers(0, 3, ng)
 
 
 @pytest.mark.parametrize("backend", ["torch", "faiss_flat"])
