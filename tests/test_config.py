@@ -110,6 +110,8 @@ def test_recipes_load():
     files = glob.glob(os.path.join(root, "**", "*.yml"), recursive=True)
     assert files
     for path in files:
+        if path.endswith("_space.yml"):  # `omnireid tune` search spaces: test_tune_space.py checks them
+            continue
         get_cfg().merge_from_file(path)
 
 
