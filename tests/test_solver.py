@@ -17,7 +17,7 @@ class Tiny(nn.Module):
 
 
 def groups_by_name(opt):
-    return {g["name"]: g for g in opt.param_groups}
+    return {name: g for g in opt.param_groups for name in g["names"]}
 
 
 def test_param_groups_apply_fastreid_factors():
@@ -33,6 +33,42 @@ def test_param_groups_apply_fastreid_factors():
     assert g["heads.weight"]["lr"] == pytest.approx(1.0)
     assert g["heads.bias"]["lr"] == pytest.approx(2.0)
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    # Parameters with equal options share a group: (0.1, 1e-4), (0.2, 3e-4), (0.1, 0.0), (1.0, 1e-4), (2.0, 3e-4).
+    assert len(opt.param_groups) == 5 and g["backbone.1.bias"] is g["backbone.0.bias"]
+    assert all(group["initial_lr"] == group["lr"] for group in opt.param_groups)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop"])
+def test_fast_implementations_update_like_the_for_loop(name):
+    """fused / foreach kernels (chosen by 'auto') give the reference for-loop's parameters."""
+    cfg = get_cfg().merge_from_list(["SOLVER.OPT", name, "SOLVER.BASE_LR", "0.05", "SOLVER.HEADS_LR_FACTOR", "3.0",
+                                     "SOLVER.WEIGHT_DECAY_NORM", "0.0"])
+    torch.manual_seed(0)
+    fast, slow = Tiny(), Tiny()
+    for model in (fast, slow):  # a conv bias before BN has zero gradient: Adam would step on rounding noise
+        model.backbone[0].bias = None
+    slow.load_state_dict(fast.state_dict())
+    opt_fast = build_optimizer(cfg, fast)
+    opt_slow = build_optimizer(cfg.clone().merge_from_list(["SOLVER.OPT_IMPL", "for-loop"]), slow)
+    assert opt_slow.defaults["foreach"] is False
+    assert opt_fast.defaults.get("fused") or opt_fast.defaults.get("foreach")
+    x = torch.randn(4, 3, 6, 6)
+    for _ in range(3):
+        for model, opt in ((fast, opt_fast), (slow, opt_slow)):
+            opt.zero_grad()
+            model.heads(model.backbone(x).mean((2, 3))).square().sum().backward()
+            opt.step()
+    for a, b in zip(fast.parameters(), slow.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=5e-5)  # steps are ~0.05
+
+
+def test_explicit_implementation_that_the_class_lacks_is_a_config_error():
+    cfg = get_cfg().merge_from_list(["SOLVER.OPT", "RMSprop", "SOLVER.OPT_IMPL", "fused"])
+    with pytest.raises(ConfigError, match="OPT_IMPL 'fused'.*RMSprop"):
+        build_optimizer(cfg, Tiny())
+    cfg = get_cfg().merge_from_list(["SOLVER.OPT_IMPL", "fastest"])
+    with pytest.raises(ConfigError, match="fastest"):
+        build_optimizer(cfg, Tiny())
 
 
 def test_frozen_parameters_are_left_out_and_unknown_optimizer_is_an_error():

@@ -132,6 +132,7 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.SOLVER = CN()
 _C.SOLVER.AMP = CN({"ENABLED": False, "DTYPE": "auto"})  # auto: fp16 on CUDA, bf16 on CPU
 _C.SOLVER.OPT = "Adam"
+_C.SOLVER.OPT_IMPL = "auto"  # auto (fused where supported, else foreach), fused, foreach, for-loop
 _C.SOLVER.MAX_EPOCH = 120
 _C.SOLVER.MAX_ITER = 0  # > 0 overrides MAX_EPOCH x iterations per epoch
 _C.SOLVER.BASE_LR = 3.5e-4
