@@ -197,6 +197,8 @@ def coerce(default: Any, value: Any, full_key: str, source: str) -> Any:
     if isinstance(default, str):
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):  # tri-state keys ("auto" / True / False), e.g. MODEL.CHANNELS_LAST
+            return str(value).lower()
         raise ConfigError(f"{source}: {full_key} expects a string, got {value!r}")
     if isinstance(default, (list, tuple)):
         if isinstance(value, str) and value.strip()[:1] in ("(", "["):

@@ -25,6 +25,10 @@ _C.MODEL.WEIGHTS = ""  # full-model checkpoint to start from / evaluate
 _C.MODEL.PIXEL_MEAN = list(_IMAGENET_MEAN)
 _C.MODEL.PIXEL_STD = list(_IMAGENET_STD)
 _C.MODEL.QUEUE_SIZE = 8192  # MoCo memory queue
+# NHWC weights/activations: auto = on for conv models on CPU and on CUDA with AMP.
+_C.MODEL.CHANNELS_LAST = "auto"  # auto, true, false
+# torch.compile (in place: checkpoints unchanged). DYNAMIC auto = recompile with dynamic shapes on a new size.
+_C.MODEL.COMPILE = CN({"ENABLED": False, "MODE": "default", "BACKEND": "inductor", "DYNAMIC": "auto"})
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
