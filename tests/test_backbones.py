@@ -518,9 +518,9 @@ def test_baseline_passes_camids_to_camera_aware_backbones():
                      pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD).eval()
     images = torch.randint(0, 256, (1, 3, 64, 32), dtype=torch.uint8).expand(3, -1, -1, -1)
     with torch.no_grad():
-        per_camera = model({"images": images, "camids": torch.tensor([0, 1, 2])})
-        bare = model(images)  # export path: no camera term
-        direct = model.heads(backbone(model.preprocess_image(images), camids=torch.tensor([0, 1, 2])))
+        per_camera = model({"images": images, "camids": torch.tensor([0, 1, 2])})["features"]
+        bare = model(images)["features"]  # export path: no camera term
+        direct = model.heads(backbone(model.preprocess_image(images), camids=torch.tensor([0, 1, 2])))["features"]
     assert torch.allclose(per_camera, direct, atol=1e-6)
     assert (per_camera[0] - per_camera[1]).abs().max() > 1e-4
     assert torch.allclose(bare[0], bare[1], atol=1e-6)

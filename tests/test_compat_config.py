@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from omnireid.compat import translate_fastreid_config
-from omnireid.compat.fastreid_config import detect_generation, flatten
+from omnireid.config.fastreid import detect_generation, flatten
 from omnireid.config import ConfigError, get_cfg
 from omnireid.modeling import build_model
 
@@ -229,7 +229,7 @@ def test_convert_command_without_weights_writes_a_loadable_config(tmp_path):
 def test_docs_list_every_translation():
     import os
 
-    from omnireid.compat.fastreid_config import IGNORED_KEYS, KEY_RULES, REJECTED_KEYS
+    from omnireid.config.fastreid import IGNORED_KEYS, KEY_RULES, REJECTED_KEYS
 
     docs = open(os.path.join(os.path.dirname(__file__), "..", "docs", "fastreid_compat.md"), encoding="utf-8").read()
     keys = [r.legacy for r in KEY_RULES] + [k for k in IGNORED_KEYS if ".SWA." not in k] + list(REJECTED_KEYS)

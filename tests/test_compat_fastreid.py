@@ -120,7 +120,7 @@ def features(fastreid_model, ours, height: int) -> tuple[torch.Tensor, torch.Ten
     images = torch.randint(0, 256, (2, 3, height, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     with torch.no_grad():
         expected = fastreid_model(images.float())  # FastReID normalises its input in place: give it a copy
-        actual = ours(images)
+        actual = ours(images)["features"]
     return expected, actual
 
 

@@ -20,8 +20,13 @@ def _cfg(root) -> object:
     return cfg
 
 
+def tuples(items):
+    """reID item dicts as (img_path, pid, camid) tuples, for compact expectations."""
+    return [(item["img_path"], item["targets"], item["camids"]) for item in items]
+
+
 def _basenames(items):
-    return sorted((os.path.basename(p), pid, cam) for p, pid, cam in items)
+    return sorted((os.path.basename(p), pid, cam) for p, pid, cam in tuples(items))
 
 
 def test_registered_names_follow_fastreid():
@@ -52,7 +57,7 @@ def test_market1501_protocol(tmp_path):
     # junk (-1) dropped from the gallery (= ignored by the official evaluation), distractors (0) kept
     assert _basenames(ds.gallery) == [("0000_c1s1_000151_01.jpg", 0, 0), ("0001_c2s1_000301_01.jpg", 1, 1),
                                       ("0001_c3s1_000401_01.jpg", 1, 2), ("0003_c1s1_000111_01.jpg", 3, 0)]
-    assert all(os.path.isfile(p) for p, _, _ in ds.train + ds.query + ds.gallery)
+    assert all(os.path.isfile(p) for p, _, _ in tuples(ds.train + ds.query + ds.gallery))
 
 
 def test_market1501_root_is_dataset_folder(tmp_path):
@@ -99,9 +104,9 @@ def test_combineall_removes_junk_and_distractors(tmp_path):
     # 5 train + 2 query + 3 gallery (distractor 0 and junk -1 excluded)
     assert len(items) == 10
     assert sorted(names) == ["2", "7", "test_1", "test_3"]
-    assert sorted({label for _, label, _ in items}) == [0, 1, 2, 3]
+    assert sorted({label for _, label, _ in tuples(items)}) == [0, 1, 2, 3]
     assert len(cameras) == 3  # test images come from the same physical cameras
-    assert not any("0000_" in os.path.basename(p) or "-1_" in os.path.basename(p) for p, _, _ in items)
+    assert not any("0000_" in os.path.basename(p) or "-1_" in os.path.basename(p) for p, _, _ in tuples(items))
 
 
 def test_several_training_sets_are_namespaced(tmp_path):
@@ -114,7 +119,7 @@ def test_several_training_sets_are_namespaced(tmp_path):
     assert names == ["DukeMTMC_1", "DukeMTMC_3", "Market1501_2", "Market1501_7"]
     assert cameras == ["DukeMTMC_0", "DukeMTMC_1", "DukeMTMC_4", "DukeMTMC_7", "Market1501_0", "Market1501_1",
                        "Market1501_2"]
-    for path, label, cam in items:
+    for path, label, cam in tuples(items):
         expected = ("DukeMTMC" if "DukeMTMC-reID" in path else "Market1501") + "_" + str(int(os.path.basename(path)[:4]))
         assert names[label] == expected
         assert cameras[cam].split("_")[0] == expected.split("_")[0]
@@ -136,14 +141,14 @@ def test_msmt17_list_files(tmp_path, version):
     ds = build_dataset(_cfg(tmp_path), "MSMT17")
     train_dir = "train" if version == "MSMT17_V1" else "mask_train_v2"
     # list_train + list_val; camera = third field of the name, 0-based
-    assert sorted((os.path.relpath(p, tmp_path / version), pid, cam) for p, pid, cam in ds.train) == [
+    assert sorted((os.path.relpath(p, tmp_path / version), pid, cam) for p, pid, cam in tuples(ds.train)) == [
         (f"{train_dir}/0000/0000_000_01_0303morning_0015_0.jpg", 0, 0),
         (f"{train_dir}/0000/0000_001_05_0303morning_0016_0.jpg", 0, 4),
         (f"{train_dir}/0001/0001_000_14_0303noon_0101_1.jpg", 1, 13),
         (f"{train_dir}/0001/0001_001_02_0303noon_0102_0.jpg", 1, 1)]
-    assert [(pid, cam) for _, pid, cam in ds.query] == [(0, 2)]
-    assert [(pid, cam) for _, pid, cam in ds.gallery] == [(0, 14), (1, 2)]
-    assert all(os.path.isfile(p) for p, _, _ in ds.train + ds.query + ds.gallery)
+    assert [(pid, cam) for _, pid, cam in tuples(ds.query)] == [(0, 2)]
+    assert [(pid, cam) for _, pid, cam in tuples(ds.gallery)] == [(0, 14), (1, 2)]
+    assert all(os.path.isfile(p) for p, _, _ in tuples(ds.train + ds.query + ds.gallery))
 
 
 def test_msmt17_bad_list_line(tmp_path):
@@ -161,7 +166,7 @@ def test_cuhk03_new_protocol(tmp_path, labeled):
     cfg.DATASETS.CUHK03_LABELED = labeled
     ds = build_dataset(cfg, "CUHK03")
     folder = "images_labeled" if labeled else "images_detected"
-    assert all(f"{os.sep}{folder}{os.sep}" in p for p, _, _ in ds.train + ds.query + ds.gallery)
+    assert all(f"{os.sep}{folder}{os.sep}" in p for p, _, _ in tuples(ds.train + ds.query + ds.gallery))
     assert _basenames(ds.train) == [("1_001_1_01.png", 1, 0), ("1_001_2_06.png", 1, 1),
                                     ("1_002_1_01.png", 2, 0), ("1_002_2_07.png", 2, 1)]
     assert _basenames(ds.query) == [("2_010_1_02.png", 10, 0)]
@@ -193,15 +198,15 @@ def test_vehicleid_protocol(tmp_path, name, size, num_ids):
     cfg = _cfg(tmp_path)
     cfg.DATASETS.VEHICLEID_TEST_SIZE = size
     ds = build_dataset(cfg, name)
-    assert [(os.path.basename(p), pid, cam) for p, pid, cam in ds.train] == [
+    assert [(os.path.basename(p), pid, cam) for p, pid, cam in tuples(ds.train)] == [
         ("0000001.jpg", 1, 0), ("0000002.jpg", 1, 0), ("0000003.jpg", 4, 0)]
-    gallery_ids = [pid for _, pid, _ in ds.gallery]
+    gallery_ids = [pid for _, pid, _ in tuples(ds.gallery)]
     # one image per vehicle in the gallery, the others are queries
     assert sorted(gallery_ids) == sorted(set(gallery_ids)) and len(gallery_ids) == num_ids
     test_list = (tmp_path / "VehicleID_V1.0" / "train_test_split" /
                  {"small": "test_list_800.txt", "medium": "test_list_1600.txt", "large": "test_list_2400.txt"}[size])
     assert len(ds.query) + len(ds.gallery) == len(test_list.read_text().split("\n")) - 1
-    assert {cam for _, _, cam in ds.query} == {0} and {cam for _, _, cam in ds.gallery} == {1}
+    assert {cam for _, _, cam in tuples(ds.query)} == {0} and {cam for _, _, cam in tuples(ds.gallery)} == {1}
     again = build_dataset(cfg, name)
     assert again.gallery == ds.gallery  # seeded split
 
@@ -223,10 +228,10 @@ def test_veriwild(tmp_path, name, size, num_query, num_gallery):
     cfg = _cfg(tmp_path)
     cfg.DATASETS.VERIWILD_TEST_SIZE = size
     ds = build_dataset(cfg, name)
-    assert [(os.path.relpath(p, tmp_path / "VERI-Wild" / "images"), pid, cam) for p, pid, cam in ds.train] == [
+    assert [(os.path.relpath(p, tmp_path / "VERI-Wild" / "images"), pid, cam) for p, pid, cam in tuples(ds.train)] == [
         ("00001/000001.jpg", 1, 18), ("00001/000002.jpg", 1, 20), ("00002/000010.jpg", 2, 3)]
     assert len(ds.query) == num_query and len(ds.gallery) == num_gallery
-    assert all(os.path.isfile(p) for p, _, _ in ds.train + ds.query + ds.gallery)
+    assert all(os.path.isfile(p) for p, _, _ in tuples(ds.train + ds.query + ds.gallery))
 
 
 def test_veriwild_image_missing_from_vehicle_info(tmp_path):
@@ -244,10 +249,10 @@ def test_custom_csv(tmp_path, header):
         str(files["train"]), str(files["query"]), str(files["gallery"]))
     ds = build_dataset(cfg, "CustomCSV")
     assert len(ds.train) == 6 and ds.num_train_pids == 3
-    assert ds.train[0] == (str(tmp_path / "images" / "000_0.png"), 0, 0)
-    assert [(pid, cam) for _, pid, cam in ds.query] == [(100, 0), (101, 0)]
+    assert tuples(ds.train)[0] == (str(tmp_path / "images" / "000_0.png"), 0, 0)
+    assert [(pid, cam) for _, pid, cam in tuples(ds.query)] == [(100, 0), (101, 0)]
     assert len(ds.gallery) == 4
-    assert all(os.path.isfile(p) for p, _, _ in ds.train + ds.query + ds.gallery)
+    assert all(os.path.isfile(p) for p, _, _ in tuples(ds.train + ds.query + ds.gallery))
 
 
 def test_custom_csv_absolute_paths(tmp_path):
@@ -255,7 +260,7 @@ def test_custom_csv_absolute_paths(tmp_path):
     sub = tmp_path / "lists"
     sub.mkdir()
     (sub / "a.csv").write_text(f"{image},5,2\n\n")
-    assert read_csv_items(str(sub / "a.csv")) == [(str(image), 5, 2)]
+    assert tuples(read_csv_items(str(sub / "a.csv"))) == [(str(image), 5, 2)]
 
 
 @pytest.mark.parametrize("content,line,needle", [

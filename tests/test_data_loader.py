@@ -10,7 +10,7 @@ from PIL import Image
 from omnireid.config.config import ConfigError
 from omnireid.config.defaults import get_cfg
 from omnireid.data import (CorruptImageError, EmptyDatasetError, RandomPatch, SamplerError, build_test_loader,
-                           build_train_loader, build_transforms)
+                           build_test_sets, build_train_loader, build_transforms)
 from omnireid.data.samplers import InferenceSampler
 from omnireid.utils import comm
 
@@ -153,8 +153,9 @@ def test_start_index_resumes_mid_epoch(files):
 
 
 def test_test_loader(files):
-    loader, num_query = build_test_loader(_cfg(files), "CustomCSV")
-    assert num_query == 2
+    (test_set,) = build_test_sets(_cfg(files), "CustomCSV")
+    assert test_set.name == "CustomCSV" and test_set.protocol == "reid" and test_set.meta == {"num_query": 2}
+    loader = build_test_loader(_cfg(files), test_set)
     batches = list(loader)
     assert torch.cat([b["indices"] for b in batches]).tolist() == list(range(6))
     assert torch.cat([b["targets"] for b in batches]).tolist() == [100, 101, 100, 100, 101, 101]
@@ -184,7 +185,7 @@ def test_skip_corrupt_replaces_with_same_identity(files, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         batch = next(iter(data.loader))
     assert str(bad) not in batch["img_paths"] and len(batch["img_paths"]) == 24
-    by_label = {label: path for path, label, _ in data.items}
+    by_label = {item["targets"]: item["img_path"] for item in data.items}
     for path, target in zip(batch["img_paths"], batch["targets"].tolist()):
         assert path.rsplit("/", 1)[1][:3] == by_label[target].rsplit("/", 1)[1][:3]  # same identity
     assert sum("002_1.png" in p for p in batch["img_paths"]) == 0
@@ -195,11 +196,12 @@ def test_skip_corrupt_filters_test_set(files, tmp_path, caplog):
     (tmp_path / "test" / "101_2.png").write_bytes(b"garbage")
     cfg = _cfg(files)
     with pytest.raises(CorruptImageError, match="101_2.png"):
-        list(build_test_loader(cfg, "CustomCSV")[0])
+        list(build_test_loader(cfg, build_test_sets(cfg, "CustomCSV")[0]))
     cfg.DATASETS.SKIP_CORRUPT = True
     with caplog.at_level(logging.WARNING):
-        loader, num_query = build_test_loader(cfg, "CustomCSV")
-    assert num_query == 2 and sum(len(b["img_paths"]) for b in loader) == 5
+        (test_set,) = build_test_sets(cfg, "CustomCSV")
+    loader = build_test_loader(cfg, test_set)
+    assert test_set.meta["num_query"] == 2 and sum(len(b["img_paths"]) for b in loader) == 5
     assert "skipped 1 unreadable images" in caplog.text
 
 
@@ -222,7 +224,7 @@ def test_empty_query_set(tmp_path):
     files = make_csv_dataset(tmp_path)
     files["query"].write_text("path,pid,camid\n")
     with pytest.raises(EmptyDatasetError, match="query set is empty"):
-        build_test_loader(_cfg(files), "CustomCSV")
+        build_test_sets(_cfg(files), "CustomCSV")
 
 
 def test_missing_image_is_a_clear_error(tmp_path):

@@ -6,17 +6,19 @@ from collections import Counter
 
 import pytest
 
+from omnireid.data.common import ImageDataset
 from omnireid.data.samplers import (SAMPLER_REGISTRY, BalancedIdentitySampler, InferenceSampler,
                                     NaiveIdentitySampler, SamplerError, TrainingSampler)
 
 
 def _items(images_per_id: list[int], cams_per_id: int = 3):
-    """Identity i has images_per_id[i] images, cycling over cams_per_id cameras."""
+    """Identity i has images_per_id[i] images, cycling over cams_per_id cameras (samplers see the
+    dataset's group_labels() / camera_labels(), never the items)."""
     items = []
     for label, count in enumerate(images_per_id):
         for k in range(count):
-            items.append((f"{label}_{k}.jpg", label, k % cams_per_id))
-    return items
+            items.append({"img_path": f"{label}_{k}.jpg", "targets": label, "camids": k % cams_per_id})
+    return ImageDataset(items, transform=None)
 
 
 ITEMS = _items([6, 5, 4, 2, 9, 4, 3, 7, 4, 1])
@@ -41,7 +43,7 @@ def test_registered_names():
 def test_pk_structure(cls):
     k = 4
     sampler = cls(ITEMS, global_batch=16, num_instance=k, seed=3)
-    labels = [item[1] for item in ITEMS]
+    labels = ITEMS.group_labels().tolist()
     for batch in _batches(sampler, 30):
         groups = [batch[i:i + k] for i in range(0, len(batch), k)]
         group_labels = [{labels[i] for i in g} for g in groups]
@@ -51,7 +53,7 @@ def test_pk_structure(cls):
 
 def test_naive_small_identities_drawn_with_replacement_and_epoch_uses_each_image_once():
     sampler = NaiveIdentitySampler(ITEMS, global_batch=8, num_instance=4, seed=0)
-    labels = [item[1] for item in ITEMS]
+    labels = ITEMS.group_labels().tolist()
     small = {label for label, count in Counter(labels).items() if count < 4}
     assert small == {3, 6, 9}
     for epoch in range(5):
@@ -72,8 +74,9 @@ def test_balanced_spreads_over_cameras():
     for batch in _batches(sampler, 20):
         for g in range(0, 8, 4):
             group = batch[g:g + 4]
-            cams = {items[i][2] for i in group}
-            num_cams = len({c for _, label, c in items if label == items[group[0]][1]})
+            labels, cameras = items.group_labels(), items.camera_labels()
+            cams = {cameras[i] for i in group}
+            num_cams = len({c for label, c in zip(labels, cameras) if label == labels[group[0]]})
             assert len(cams) == min(4, num_cams)
     epoch = sampler.epoch_indices(0)
     assert len(epoch) == 4 * 4  # 5 identities, P = 2: two full groups of P per epoch, the fifth dropped
@@ -93,7 +96,7 @@ def test_rank_slices_reassemble_the_single_process_batch(cls, world):
     ranks = [cls(ITEMS, global_batch=16, num_instance=4, seed=11, rank=r, world_size=world) for r in range(world)]
     single_batches = _batches(single, 25)
     rank_batches = [_batches(s, 25) for s in ranks]
-    labels = [item[1] for item in ITEMS]
+    labels = ITEMS.group_labels().tolist()
     for i, expected in enumerate(single_batches):
         assert sum((rb[i] for rb in rank_batches), []) == expected
         if cls is not TrainingSampler:  # an identity never split across ranks
@@ -147,7 +150,7 @@ def test_batch_not_divisible_by_world_and_empty_set():
     with pytest.raises(SamplerError, match="multiple of the number of processes"):
         TrainingSampler(ITEMS, global_batch=9, rank=0, world_size=2)
     with pytest.raises(SamplerError, match="empty"):
-        TrainingSampler([], global_batch=8)
+        TrainingSampler(ImageDataset([], transform=None), global_batch=8)
 
 
 @pytest.mark.parametrize("n,world", [(10, 3), (2, 4), (0, 2), (9, 1), (17, 4)])

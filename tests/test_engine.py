@@ -34,7 +34,7 @@ def test_training_writes_all_outputs(synthetic_root, tmp_path, make_tiny_cfg):
     cfg = make_tiny_cfg(synthetic_root, out)
     max_iter = train(cfg)
     files = set(os.listdir(out))
-    assert {"config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint"} <= files
+    assert {"config.yaml", "log.txt", "metrics.json", "metadata.json", "model_final.pth", "last_checkpoint"} <= files
     assert any(f.startswith("events.out.tfevents") for f in files)
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     assert records[-1]["iteration"] == max_iter and records[-1]["dataset"] == "Market1501"
@@ -42,6 +42,9 @@ def test_training_writes_all_outputs(synthetic_root, tmp_path, make_tiny_cfg):
         assert 0.0 <= records[-1][key] <= 100.0
     saved = open(os.path.join(out, "config.yaml")).read()
     assert "NUM_CLASSES: 12" in saved  # filled from the data, so the model can be rebuilt
+    metadata = json.load(open(os.path.join(out, "metadata.json")))
+    assert len(metadata["class_names"]) == 12 and metadata["camera_names"] == ["0", "1", "2"]
+    assert load_checkpoint_file(os.path.join(out, "model_final.pth"))["metadata"] == metadata
 
 
 class Interrupt(HookBase):
@@ -171,8 +174,25 @@ def test_bf16_autocast_training_on_cpu(synthetic_root, tmp_path, make_tiny_cfg):
 def test_flip_test_time_augmentation_averages_the_mirror():
     from omnireid.engine import extract_features
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(1)).eval()
-    images = torch.rand(2, 3, 5, 4)
-    expected = (model(images) + model(images.flip(3))) / 2
-    torch.testing.assert_close(extract_features(model, images, flip=True), expected)
-    torch.testing.assert_close(extract_features(model, images, flip=False), model(images))
+    class Named(torch.nn.Module):
+        """Eval-mode dict outputs from a batch dict; records the camids it was given."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(1))
+            self.camids_seen: list = []
+
+        def forward(self, batch):
+            self.camids_seen.append(batch["camids"])
+            features = self.net(batch["images"])
+            return {"features": features, "logits": features.sum(1, keepdim=True)}
+
+    model = Named().eval()
+    images, camids = torch.rand(2, 3, 5, 4), torch.tensor([3, 1])
+    net = model.net
+    expected = (net(images) + net(images.flip(3))) / 2
+    outputs = extract_features(model, {"images": images, "camids": camids}, flip=True)
+    torch.testing.assert_close(outputs["features"], expected)
+    torch.testing.assert_close(outputs["logits"], expected.sum(1, keepdim=True))
+    assert all(torch.equal(c, camids) for c in model.camids_seen)  # the mirror keeps the side information
+    torch.testing.assert_close(extract_features(model, {"images": images, "camids": camids})["features"], net(images))

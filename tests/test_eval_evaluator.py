@@ -11,8 +11,9 @@ import torch
 import torch.multiprocessing as mp
 
 from omnireid.config import get_cfg
+from omnireid.data import TestSet
 from omnireid.evaluation import (
-    EVALUATOR_REGISTRY, ReidEvaluator, average_query_expansion, build_evaluator, evaluate_rank, re_ranking_features,
+    EVALUATOR_REGISTRY, PROTOCOL_EVALUATORS, ReidEvaluator, average_query_expansion, build_evaluator, evaluate_rank, re_ranking_features,
 )
 from test_eval_brute_force import brute_rank
 
@@ -39,7 +40,7 @@ def feed(evaluator, feats, pids, camids, order, batch=10, with_indices=True):
         batch_dict = {"targets": pids[idx], "camids": camids[idx], "images": None}
         if with_indices:
             batch_dict["indices"] = idx
-        evaluator.process(batch_dict, feats[idx])
+        evaluator.process(batch_dict, {"features": feats[idx]})
 
 
 def expected(feats, pids, camids, nq):
@@ -49,21 +50,34 @@ def expected(feats, pids, camids, nq):
             "mAP": ap.mean() * 100, "mINP": inp.mean() * 100}
 
 
+def reid_set(num_query, size=None):
+    """A reid test set: only its protocol and num_query matter to the evaluator."""
+    items = [{"img_path": f"{i}.jpg", "targets": 0, "camids": 0} for i in range(size or num_query + 1)]
+    return TestSet("toy", "reid", items, {"num_query": num_query})
+
+
 def test_registry_and_config():
     cfg = get_cfg()
-    assert cfg.TEST.EVALUATOR == "ReidEvaluator" and "ReidEvaluator" in EVALUATOR_REGISTRY
-    ev = build_evaluator(cfg, 5, output_dir=None)
+    assert cfg.TEST.EVALUATOR == "" and "ReidEvaluator" in EVALUATOR_REGISTRY
+    assert PROTOCOL_EVALUATORS.get("reid") is ReidEvaluator  # chosen by the test set's protocol
+    ev = build_evaluator(cfg, reid_set(5), output_dir=None)
     assert isinstance(ev, ReidEvaluator) and ev.num_query == 5 and ev.metric == "cosine" and ev.rerank is None
     cfg.TEST.RERANK.ENABLED = True
     cfg.TEST.AQE.ENABLED = True
     cfg.TEST.ROC.ENABLED = True
     cfg.TEST.MEMORY_BUDGET_MB = 7
-    ev = ReidEvaluator.from_config(cfg, 5, None)
+    ev = ReidEvaluator.from_config(cfg, reid_set(5), None)
     assert ev.rerank.k1 == 20 and ev.aqe == {"qe_time": 1, "qe_k": 5, "alpha": 3.0} and ev.roc
     assert ev.memory_budget_mb == 7
     cfg.TEST.METRIC = "cosin"
     with pytest.raises(KeyError, match="TEST.METRIC"):
-        build_evaluator(cfg, 5)
+        build_evaluator(cfg, reid_set(5))
+    cfg.TEST.METRIC = "cosine"
+    cfg.TEST.EVALUATOR = "ReidEvaluatr"  # an explicit override is looked up by name, typos named
+    with pytest.raises(KeyError, match="TEST.EVALUATOR.*Did you mean 'ReidEvaluator'"):
+        build_evaluator(cfg, reid_set(5))
+    with pytest.raises(KeyError, match="no evaluator for the test protocol 'no-such-protocol'"):
+        build_evaluator(get_cfg(), TestSet("x", "no-such-protocol", [], {}))
 
 
 def test_end_to_end_shuffled_batches_with_indices():
@@ -86,7 +100,7 @@ def test_float16_features_and_options():
     f, p, c = feats.numpy(), pids.numpy(), camids.numpy()
     cfg = get_cfg()
     cfg.TEST.ROC.ENABLED = True
-    ev = build_evaluator(cfg, nq)
+    ev = build_evaluator(cfg, reid_set(nq))
     feed(ev, feats.half(), pids, camids, np.arange(len(pids)))
     res = ev.evaluate()
     assert {"TPR@FPR=0.0001", "TPR@FPR=0.001", "TPR@FPR=0.01"} <= set(res)
@@ -97,7 +111,7 @@ def test_float16_features_and_options():
     cfg.TEST.RERANK.ENABLED = True
     cfg.TEST.RERANK.K1 = 8
     cfg.TEST.RERANK.K2 = 3
-    ev = build_evaluator(cfg, nq)
+    ev = build_evaluator(cfg, reid_set(nq))
     feed(ev, feats, pids, camids, np.arange(len(pids)))
     res = ev.evaluate()
     q, g = average_query_expansion(f[:nq], f[nq:], 1, 5, 3.0)
@@ -112,11 +126,11 @@ def test_errors_are_clear():
     ev = ReidEvaluator(nq)
     with pytest.raises(RuntimeError, match="before any process"):
         ev.evaluate()
-    ev.process({"targets": pids[:3], "camids": camids[:3]}, feats[:3])
+    ev.process({"targets": pids[:3], "camids": camids[:3]}, {"features": feats[:3]})
     with pytest.raises(ValueError, match="no gallery"):
         ev.evaluate()
     with pytest.raises(ValueError, match="N targets"):
-        ev.process({"targets": pids[:3], "camids": camids[:2]}, feats[:3])
+        ev.process({"targets": pids[:3], "camids": camids[:2]}, {"features": feats[:3]})
 
 
 def _free_port() -> int:

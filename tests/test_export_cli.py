@@ -43,7 +43,7 @@ def test_export_onnx_from_checkpoint_and_config(trained):
     # the exported graph carries the checkpoint's weights, not fresh ones
     images = torch.randint(0, 256, (2, 3, *INPUT_SIZE), dtype=torch.uint8)
     with torch.no_grad():
-        expected = model(images.float()).numpy()
+        expected = model(images.float())["features"].numpy()
     np.testing.assert_allclose(Predictor.from_artifact(str(out / "model.onnx"))(images), expected, atol=1e-3, rtol=0)
 
 

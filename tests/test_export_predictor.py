@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     torch.save({"model": model.state_dict(), "iteration": 3}, root / "model.pth")
     images, _ = parity_batch(cfg, count=5)
     with torch.no_grad():
-        reference = model(images.float()).numpy()
+        reference = model(images.float())["features"].numpy()
     return root, images, reference
 
 

@@ -25,5 +25,5 @@ def test_torchscript_parity_and_bn_folding(recipe, tmp_path):
     predictor = Predictor.from_artifact(str(tmp_path / "model.ts"))
     assert predictor.backend_name == "torchscript" and predictor.input_size == INPUT_SIZE
     with torch.no_grad():
-        reference = model(images[:3].float()).numpy()
+        reference = model(images[:3].float())["features"].numpy()
     np.testing.assert_allclose(predictor(images[:3]), reference, atol=1e-3, rtol=0)

@@ -60,9 +60,11 @@ def test_mgn_eval_feature_is_the_eight_heads_in_fastreid_order():
     model = build_model(_cfg("MGN", EMBEDDING_DIM=16, WITH_BNNECK=True)).eval()
     images = _batch(3)["images"]
     with torch.no_grad():
-        feature = model(images)
+        outputs = model(images)
         maps = model.branch_maps(model.preprocess_image(images))
-        expected = torch.cat([getattr(model, f"{h}_head")(maps[h]) for h in EVAL_ORDER], dim=1)
+        expected = torch.cat([getattr(model, f"{h}_head")(maps[h])["features"] for h in EVAL_ORDER], dim=1)
+    assert set(outputs) == {"features"}
+    feature = outputs["features"]
     assert feature.shape == (3, 8 * 16) and torch.equal(feature, expected)
     # stripes: the part branches keep stride 1 (6 rows at 96 px), cut into 2 and 3 equal stripes
     assert maps["b2"].shape[2] == 6 and maps["b21"].shape[2] == 3 and maps["b31"].shape[2] == 2
@@ -166,4 +168,4 @@ def test_moco_adds_the_memory_loss_and_fills_the_queue():
     sum(losses.values()).backward()
     model.eval()
     with torch.no_grad():
-        assert model(batch["images"]).shape == (8, 512)
+        assert model(batch["images"])["features"].shape == (8, 512)

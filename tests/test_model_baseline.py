@@ -55,14 +55,15 @@ def test_eval_returns_features_and_input_is_untouched(model):
     batch = _batch()
     images = batch["images"]
     before = images.clone()
-    features = model(batch)
-    assert features.shape == (8, 512)
+    outputs = model(batch)
+    features = outputs["features"]
+    assert features.shape == (8, 512) and outputs["logits"].shape == (8, 4)  # named outputs
     assert batch["images"] is images and torch.equal(images, before)
     float_images = before.float()
     float_before = float_images.clone()
-    torch.testing.assert_close(model(float_images), features)  # uint8 and float give the same features
+    torch.testing.assert_close(model(float_images)["features"], features)  # uint8 and float: same features
     assert torch.equal(float_images, float_before)
-    torch.testing.assert_close(model({"images": float_images}), features)
+    torch.testing.assert_close(model({"images": float_images})["features"], features)
 
 
 def test_normalisation_is_inside_the_model(model):
@@ -82,7 +83,8 @@ def test_split_api_for_subclasses(model):
     targets = model.prepare_targets(batch)
     outputs = model.forward_outputs(images, targets)  # works in eval mode too (teachers)
     assert {"cls_outputs", "pred_class_logits", "features", "neck_features"} <= set(outputs)
-    torch.testing.assert_close(outputs["neck_features"], model(batch))
+    torch.testing.assert_close(outputs["neck_features"], model(batch)["features"])
+    torch.testing.assert_close(outputs["pred_class_logits"], model(batch)["logits"])
     model.train()
     torch.manual_seed(0)
     outputs = model.forward_outputs(model.preprocess_image(batch), targets)
@@ -147,7 +149,7 @@ def _train_and_eval(cfg) -> None:
     sum(losses.values()).backward()
     model.eval()
     with torch.no_grad():
-        features = model(batch)
+        features = model(batch)["features"]
     assert features.dim() == 2 and features.shape[0] == 8 and torch.isfinite(features).all()
 
 

@@ -29,7 +29,10 @@ def test_training_outputs_without_bnneck(feature_map):
     torch.testing.assert_close(out["pred_class_logits"], 2.0 * pooled @ head.classifier.weight.t())
     torch.testing.assert_close(out["cls_outputs"], out["pred_class_logits"])  # Linear has no margin
     head.eval()
-    torch.testing.assert_close(head(feature_map), pooled)
+    evaluated = head(feature_map)
+    assert set(evaluated) == {"features", "logits"}
+    torch.testing.assert_close(evaluated["features"], pooled)
+    torch.testing.assert_close(evaluated["logits"], out["pred_class_logits"])  # margin-free
 
 
 def test_bnneck_bias_is_frozen_and_neck_feat_selects_the_metric_feature(feature_map):
@@ -67,7 +70,7 @@ def test_eval_returns_the_neck_feature_with_running_statistics(feature_map):
         bn.running_var.fill_(4.0)
     head.eval()
     expected = (feature_map.mean(dim=(2, 3)) - 0.25) / torch.sqrt(torch.tensor(4.0) + bn.eps)
-    torch.testing.assert_close(head(feature_map), expected)
+    torch.testing.assert_close(head(feature_map)["features"], expected)
 
 
 def test_embedding_conv(feature_map):
@@ -75,7 +78,7 @@ def test_embedding_conv(feature_map):
     conv = head.bottleneck[0]
     assert isinstance(conv, nn.Conv2d) and conv.weight.shape == (8, 16, 1, 1) and conv.bias is None
     assert head.classifier.weight.shape == (5, 8)
-    assert head(feature_map).shape == (6, 8)
+    assert head(feature_map)["features"].shape == (6, 8)
 
 
 def test_margin_logits_and_margin_free_logits(feature_map):
@@ -92,7 +95,9 @@ def test_compute_outputs_works_in_eval_mode_and_without_targets(feature_map):
     head = _head(cls_layer="ArcSoftmax", scale=4.0, margin=0.2).eval()
     out = head.compute_outputs(feature_map)
     torch.testing.assert_close(out["cls_outputs"], out["pred_class_logits"])
-    torch.testing.assert_close(out["neck_features"], head(feature_map))
+    evaluated = head(feature_map)
+    torch.testing.assert_close(out["neck_features"], evaluated["features"])
+    torch.testing.assert_close(out["pred_class_logits"], evaluated["logits"])  # eval logits carry no margin
 
 
 def test_head_without_classes_has_no_classifier(feature_map):

@@ -48,7 +48,7 @@ def list_images(folder: str) -> list[str]:
     return sorted(paths)
 
 
-def dataset_split(cfg, spec: str) -> list[tuple[str, int, int]]:
+def dataset_split(cfg, spec: str) -> list[dict]:
     from omnireid.data.datasets import build_dataset
 
     name, _, split = spec.partition(":")
@@ -73,8 +73,9 @@ def extract_features(predictor, paths: list[str], transform, batch_size: int) ->
 
 def run_extract(args: argparse.Namespace) -> int:
     from omnireid.cli.export import split_trailing_flags
-    from omnireid.engine.setup import setup_cfg, setup_logging
+    from omnireid.config import setup_cfg
     from omnireid.data.transforms import inference_transform
+    from omnireid.engine.setup import setup_logging
     from omnireid.inference import Predictor
 
     args = split_trailing_flags(args, _add_extract_flags)
@@ -104,9 +105,9 @@ def run_extract(args: argparse.Namespace) -> int:
         paths, pids, camids = list_images(args.images), None, None
     else:
         items = dataset_split(cfg, args.dataset)
-        paths = [p for p, _, _ in items]
-        pids = np.array([pid for _, pid, _ in items], dtype=np.int64)
-        camids = np.array([cam for _, _, cam in items], dtype=np.int64)
+        paths = [item["img_path"] for item in items]
+        pids = np.array([item["targets"] for item in items], dtype=np.int64)
+        camids = np.array([item["camids"] for item in items], dtype=np.int64)
     features = extract_features(predictor, paths, transform, args.batch_size)
     arrays = {"features": features, "paths": np.array(paths)}
     if pids is not None:

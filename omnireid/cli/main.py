@@ -1,8 +1,15 @@
-"""The ``omnireid`` console command. Subcommands live in their own modules and register here."""
+"""The ``omnireid`` console command. Subcommands live in their own modules and register here.
+
+Before the command line is parsed, the built-in tasks (``omnireid.tasks``) and the plugins are
+imported, so whatever they register (datasets, models, evaluators, config sections, demos,
+commands) exists for the command: ``omnireid --plugin my_pkg.my_task train ...`` or
+``OMNIREID_PLUGINS=my_pkg.my_task,other omnireid train ...``.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -25,9 +32,46 @@ COMMAND_MODULES = (
 )
 
 
+PLUGINS_ENV = "OMNIREID_PLUGINS"
+
+
 def _load_commands() -> None:
     for module in COMMAND_MODULES:
         importlib.import_module(module)
+
+
+def plugin_modules(argv: Sequence[str]) -> list[str]:
+    """Modules named by ``$OMNIREID_PLUGINS`` (comma-separated), then by ``--plugin`` options before the command."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(_leading_options(argv))
+    from_env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    return from_env + list(known.plugin)
+
+
+def _leading_options(argv: Sequence[str]) -> list[str]:
+    """The arguments before the command name (the command's own arguments may contain anything)."""
+    out: list[str] = []
+    args = list(argv)
+    while args and args[0].startswith("-"):
+        out.append(args.pop(0))
+        if out[-1] == "--plugin" and args:
+            out.append(args.pop(0))
+    return out
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import the built-in tasks, then each plugin module (an import error names the plugin)."""
+    importlib.import_module("omnireid.tasks")
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise PluginError(f"cannot import plugin {module!r} (--plugin / ${PLUGINS_ENV}): {exc}") from exc
+
+
+class PluginError(ImportError):
+    """A plugin module named on the command line or in the environment cannot be imported."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -42,7 +86,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
-    parser = argparse.ArgumentParser(prog="omnireid", description=__doc__)
+    parser = argparse.ArgumentParser(prog="omnireid", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help=f"import MODULE before running the command (repeatable; also ${PLUGINS_ENV})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in sorted(COMMAND_REGISTRY.names()):
         add: Callable[[argparse._SubParsersAction], None] = COMMAND_REGISTRY.get(name)
@@ -51,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins(plugin_modules(argv))
+    except PluginError as exc:
+        print(f"omnireid: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -23,25 +23,26 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from omnireid.engine import Trainer, default_setup, distributed_context, evaluate, load_model_weights, setup_cfg
+    from omnireid.config import setup_cfg
+    from omnireid.engine import default_setup, distributed_context, load_model_weights
     from omnireid.engine.setup import save_config
-    from omnireid.modeling import build_model
-    from omnireid.utils import comm
+    from omnireid.engine.trainer import trainer_class
 
     cfg = setup_cfg(args.config_file, args.opts)
+    trainer_cls = trainer_class(cfg)
     with distributed_context():
         default_setup(cfg)
         if args.eval_only:
             save_config(cfg, cfg.OUTPUT_DIR)
-            model = build_model(cfg).to(comm.resolve_device(cfg.MODEL.DEVICE))
+            model = trainer_cls.build_model(cfg)
             if cfg.MODEL.WEIGHTS:
                 load_model_weights(model, cfg.MODEL.WEIGHTS)
             else:
                 logger.warning("--eval-only without MODEL.WEIGHTS: evaluating an untrained model")
-            evaluate(cfg, model)
+            trainer_cls.test(cfg, model)
             del model
             return 0
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = trainer_cls(cfg, resume=args.resume)
         trainer.train()
         trainer.release()
     return 0

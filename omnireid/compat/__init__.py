@@ -1,7 +1,7 @@
 """Bring FastReID models over: config translation, checkpoint key mapping, one-step conversion.
 
-``fastreid_config`` depends on ``omnireid.config`` only (importing it registers the config-load hook
-for FastReID V1.0 key names); ``fastreid_checkpoint`` builds models and writes converted files.
+The config translation lives in the config layer (``omnireid.config.fastreid``, so every config load
+understands FastReID V1.0 key names); ``fastreid_checkpoint`` builds models and writes converted files.
 """
 from .fastreid_checkpoint import (
     STATE_DICT_RULES,
@@ -12,7 +12,7 @@ from .fastreid_checkpoint import (
     match_to_model,
     rename_fastreid_keys,
 )
-from .fastreid_config import (
+from omnireid.config.fastreid import (
     FASTREID_DEFAULTS,
     KEY_RULES,
     FastReIDConfig,

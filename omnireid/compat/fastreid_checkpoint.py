@@ -23,7 +23,7 @@ from torch import nn
 from omnireid.config import CfgNode
 from omnireid.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint_file
 
-from .fastreid_config import translate_fastreid_config
+from omnireid.config.fastreid import translate_fastreid_config
 
 logger = logging.getLogger(__name__)
 

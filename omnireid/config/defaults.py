@@ -4,13 +4,18 @@ Values in pixel space (PIXEL_MEAN, REA.VALUE) are on the 0-255 scale, as in Fast
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from .config import CfgNode as CN
+from .config import ConfigError
 
 _IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 _IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 
 _C = CN()
 _C.SEED = 0  # negative: a random seed (logged); non-negative: fully reproducible runs
+_C.TRAINER = CN()
+_C.TRAINER.NAME = "Trainer"  # a TRAINER_REGISTRY entry (omnireid.engine); tasks prefer registering pieces
 _C.OUTPUT_DIR = "logs/"
 _C.CUDNN_BENCHMARK = False
 
@@ -164,7 +169,7 @@ _C.SOLVER.IMS_PER_BATCH = 64  # total over all processes
 # Test
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
-_C.TEST.EVALUATOR = "ReidEvaluator"
+_C.TEST.EVALUATOR = ""  # "": the evaluator registered for each test set's protocol; a name overrides it
 _C.TEST.EVAL_PERIOD = 20
 _C.TEST.IMS_PER_BATCH = 128  # total over all processes
 _C.TEST.METRIC = "cosine"  # cosine / euclidean
@@ -185,6 +190,44 @@ _C.EXPORT.DYNAMIC_BATCH = True
 _C.EXPORT.BATCH_SIZE = 1
 
 
+ConfigExtension = Callable[[CN], None]
+# name -> function adding a config section; filled by ``register_config`` (tasks, plugins)
+_EXTENSIONS: dict[str, ConfigExtension] = {}
+
+
+def register_config(name: str) -> Callable[[ConfigExtension], ConfigExtension]:
+    """Decorator: ``fn(cfg)`` adds keys (usually one section) to every config ``get_cfg`` returns.
+
+    How a task extends the configuration without editing this file (detectron2's ``add_*_config``)::
+
+        @register_config("FACE")
+        def add_face_config(cfg):
+            cfg.FACE = CN({"MARGIN": 0.5})
+
+    Keys an extension adds are then as strict as the built-in ones (unknown keys stay errors).
+    """
+
+    def deco(fn: ConfigExtension) -> ConfigExtension:
+        if name in _EXTENSIONS and _EXTENSIONS[name] is not fn:
+            raise ConfigError(f"config extension {name!r} is already registered (by {_EXTENSIONS[name]!r})")
+        _EXTENSIONS[name] = fn
+        return fn
+
+    return deco
+
+
+def registered_configs() -> list[str]:
+    """Names of the registered config extensions, in registration order."""
+    return list(_EXTENSIONS)
+
+
 def get_cfg() -> CN:
-    """A fresh, mutable copy of the defaults."""
-    return _C.clone()
+    """A fresh, mutable copy of the defaults with every registered extension applied."""
+    cfg = _C.clone()
+    for name, extend in _EXTENSIONS.items():
+        before = set(cfg.flat_keys())
+        extend(cfg)
+        clobbered = [k for k in before if k not in set(cfg.flat_keys())]
+        if clobbered:
+            raise ConfigError(f"config extension {name!r} removed existing keys {sorted(clobbered)[:5]}")
+    return cfg

@@ -1,9 +1,13 @@
-"""Training and test loaders from a config: datasets -> items -> sampler -> DataLoader of batch dicts."""
+"""Training and test loaders from a config: datasets -> items -> sampler -> DataLoader of batch dicts.
+
+Test data: ``DATASETS.TESTS`` names datasets; each gives one or more :class:`TestSet` (items +
+protocol + protocol metadata) through :func:`build_test_sets`, and :func:`build_test_loader` reads one.
+"""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -12,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from omnireid.utils import comm
 
 from .common import Collate, ImageDataset, is_readable, seed_worker
-from .datasets import ReidDataset, build_dataset
+from .datasets import ImageSetDataset, TestSet, build_dataset
 from .samplers import SAMPLER_REGISTRY, InferenceSampler, SamplerError, TrainSampler
 from .transforms import build_batch_transform, build_transforms
 
@@ -27,23 +31,28 @@ class EmptyDatasetError(ValueError):
 class TrainData:
     """Everything the trainer needs from the training data.
 
-    ``items`` are ``(img_path, label, camid)`` with contiguous labels ``0..num_classes-1`` and cameras
-    ``0..num_cameras-1`` over the union of the training sets; ``label_names[label]`` is the original
-    identity (``"12"``, or ``"Market1501_12"`` / ``"Market1501_test_12"`` when several sets or
-    ``DATASETS.COMBINEALL`` are used). Resume at iteration ``i`` with ``start_index = i * ims_per_rank``.
+    ``items`` are item dicts whose ``targets`` are contiguous labels ``0..num_classes-1`` and whose
+    ``camids`` (when the data has cameras) are ``0..num_cameras-1``, over the union of the training
+    sets; ``label_names[label]`` is the original label (``"12"``, or ``"Market1501_12"`` /
+    ``"Market1501_test_12"`` when several sets or ``DATASETS.COMBINEALL`` are used; a dataset that
+    names its classes gives those names). ``metadata`` describes the labels for whoever reads the
+    model's outputs later (saved as ``metadata.json`` and in checkpoints): ``class_names``
+    (= ``label_names``), ``camera_names`` and what the datasets add (``attribute_names``, ...).
+    Resume at iteration ``i`` with ``start_index = i * ims_per_rank``.
     """
 
     loader: DataLoader
     num_classes: int
     num_cameras: int
-    items: list[tuple[str, int, int]]
-    datasets: list[ReidDataset]
+    items: list[dict]
+    datasets: list[ImageSetDataset]
     label_names: list[str]
     iters_per_epoch: int
     ims_per_rank: int
     sampler: TrainSampler
     seed: int = 0
     camera_names: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_seed(cfg) -> int:
@@ -55,36 +64,70 @@ def resolve_seed(cfg) -> int:
     return seed
 
 
-def combine_train_sets(datasets: list[ReidDataset], combine_all: bool) -> tuple[list[tuple[str, int, int]], list[str], list[str]]:
+def _field_presence(entries: list[tuple[ImageSetDataset, dict, str]], key: str) -> bool:
+    """Whether the items carry field ``key``: all of them (True), none (False), else an error."""
+    have = [key in item for _, item, _ in entries]
+    if any(have) and not all(have):
+        dataset, item, _ = entries[have.index(False)]
+        raise ValueError(f"{dataset.name}: item {item.get('img_path')} has no {key!r} while other training items "
+                         "have one; training sets combined in DATASETS.NAMES must carry the same fields")
+    return bool(have) and all(have)
+
+
+def combine_train_sets(datasets: list[ImageSetDataset], combine_all: bool
+                       ) -> tuple[list[dict], list[str], list[str]]:
     """Relabel the union of training sets: ``(items, label_names, camera_names)``.
 
-    Identities are namespaced by dataset (and by split under COMBINEALL: test people are not training
-    people even when their numbers coincide); cameras are namespaced by dataset only (a test image and
-    a training image of camera 3 come from the same camera). Labels follow the sorted namespaced keys.
+    ``targets`` are namespaced by dataset (and by split under COMBINEALL: test people are not
+    training people even when their numbers coincide); ``camids`` are namespaced by dataset only (a
+    test image and a training image of camera 3 come from the same camera). Labels follow the
+    sorted namespaced keys. Items are new dicts; other fields are carried over unchanged.
     """
     names = [d.name for d in datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"DATASETS.NAMES lists {duplicates} more than once")
     several = len(datasets) > 1
-    raw: list[tuple[str, tuple, tuple]] = []
-    for dataset in datasets:
-        entries = dataset.combined_train() if combine_all else [(p, pid, cam, "train") for p, pid, cam in dataset.train]
-        for path, pid, cam, split in entries:
-            raw.append((path, (dataset.name, split, pid), (dataset.name, cam)))
-    pid_keys = sorted({key for _, key, _ in raw})
-    cam_keys = sorted({key for _, _, key in raw})
+    entries = [(dataset, item, split) for dataset in datasets
+               for item, split in (dataset.combined_train() if combine_all else [(i, "train") for i in dataset.train])]
+    has_targets, has_cameras = _field_presence(entries, "targets"), _field_presence(entries, "camids")
+    by_name = {d.name: d for d in datasets}
+    pid_keys = sorted({(d.name, split, item["targets"]) for d, item, split in entries}) if has_targets else []
+    cam_keys = sorted({(d.name, item["camids"]) for d, item, _ in entries}) if has_cameras else []
     label_of = {key: i for i, key in enumerate(pid_keys)}
     camera_of = {key: i for i, key in enumerate(cam_keys)}
-    items = [(path, label_of[pk], camera_of[ck]) for path, pk, ck in raw]
+    items = []
+    for dataset, item, split in entries:
+        relabelled = dict(item)
+        if has_targets:
+            relabelled["targets"] = label_of[(dataset.name, split, item["targets"])]
+        if has_cameras:
+            relabelled["camids"] = camera_of[(dataset.name, item["camids"])]
+        items.append(relabelled)
 
     def pid_name(key: tuple) -> str:
-        name, split, pid = key
-        parts = ([name] if several else []) + (["test"] if split == "test" else []) + [str(pid)]
-        return "_".join(parts)
+        name, split, target = key
+        parts = ([name] if several else []) + (["test"] if split == "test" else [])
+        return "_".join(parts + [by_name[name].label_name(target)])
 
     camera_names = [f"{n}_{c}" if several else str(c) for n, c in cam_keys]
     return items, [pid_name(k) for k in pid_keys], camera_names
+
+
+def train_metadata(datasets: list[ImageSetDataset], label_names: list[str], camera_names: list[str]) -> dict[str, Any]:
+    """The datasets' own metadata (equal values when several give a key), then ``class_names`` and
+    ``camera_names`` in the relabelled order the model is trained with."""
+    merged: dict[str, Any] = {}
+    for dataset in datasets:
+        for key, value in dataset.metadata().items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"DATASETS.NAMES: {dataset.name} describes {key!r} differently from another "
+                                 "training set; these sets cannot be trained together")
+            merged[key] = value
+    merged["class_names"] = list(label_names)
+    if camera_names:
+        merged["camera_names"] = list(camera_names)
+    return merged
 
 
 def _loader_kwargs(cfg, seed: int) -> dict:
@@ -125,14 +168,14 @@ def build_train_loader(cfg, start_index: int = 0) -> TrainData:
     seed = resolve_seed(cfg)
     world, rank = comm.get_world_size(), comm.get_rank()
     global_batch = int(cfg.SOLVER.IMS_PER_BATCH)
+    dataset = ImageDataset(items, build_transforms(cfg, is_train=True), skip_corrupt=cfg.DATASETS.SKIP_CORRUPT)
     sampler_cls = SAMPLER_REGISTRY.get(cfg.DATALOADER.SAMPLER_TRAIN)
     try:
-        sampler = sampler_cls(items, global_batch=global_batch, num_instance=int(cfg.DATALOADER.NUM_INSTANCE),
+        sampler = sampler_cls(dataset, global_batch=global_batch, num_instance=int(cfg.DATALOADER.NUM_INSTANCE),
                               seed=seed, rank=rank, world_size=world, start_index=start_index)
     except SamplerError as exc:
         raise SamplerError(f"{exc} (training data: {list(cfg.DATASETS.NAMES)}, {len(label_names)} identities, "
                            f"{len(items)} images)") from exc
-    dataset = ImageDataset(items, build_transforms(cfg, is_train=True), skip_corrupt=cfg.DATASETS.SKIP_CORRUPT)
     loader = DataLoader(dataset, sampler=_SeededStream(sampler, seed), batch_size=sampler.per_rank_batch,
                         drop_last=True, collate_fn=Collate(build_batch_transform(cfg, is_train=True)),
                         **_loader_kwargs(cfg, seed))
@@ -141,38 +184,53 @@ def build_train_loader(cfg, start_index: int = 0) -> TrainData:
     return TrainData(loader=loader, num_classes=len(label_names), num_cameras=len(camera_names), items=items,
                      datasets=datasets, label_names=label_names, camera_names=camera_names,
                      iters_per_epoch=max(1, len(items) // global_batch), ims_per_rank=sampler.per_rank_batch,
-                     sampler=sampler, seed=seed)
+                     sampler=sampler, seed=seed, metadata=train_metadata(datasets, label_names, camera_names))
 
 
-def _drop_unreadable(items: list, what: str) -> list:
-    kept = [item for item in items if is_readable(item[0])]
-    if len(kept) != len(items):
-        logger.warning("DATASETS.SKIP_CORRUPT: skipped %d unreadable images of %s", len(items) - len(kept), what)
-    return kept
+def check_test_set(test_set: TestSet) -> None:
+    """Errors naming the test set when what its metadata describes cannot be evaluated."""
+    if not test_set.items:
+        raise EmptyDatasetError(f"{test_set.name}: the test set is empty (no images found)")
+    if "num_query" in test_set.meta:
+        num_query = int(test_set.meta["num_query"])
+        for split, empty in (("query", num_query <= 0), ("gallery", num_query >= len(test_set.items))):
+            if empty:
+                raise EmptyDatasetError(f"{test_set.name}: the {split} set is empty; evaluation needs queries "
+                                        "and a gallery")
 
 
-def build_test_loader(cfg, dataset_name: str) -> tuple[DataLoader, int]:
-    """The loader over ``query + gallery`` of ``dataset_name`` and the number of queries.
-
-    Batches carry ``indices`` (positions in query + gallery); each rank reads a contiguous shard
-    (:class:`InferenceSampler`), ``TEST.IMS_PER_BATCH // world_size`` images per batch.
-    """
+def build_test_sets(cfg, dataset_name: str) -> list[TestSet]:
+    """The test sets of dataset ``dataset_name`` (one for reID; several for e.g. face verification),
+    checked, without unreadable images under ``DATASETS.SKIP_CORRUPT``."""
     dataset = build_dataset(cfg, dataset_name)
     logger.info("%s", dataset.summary())
-    query, gallery = dataset.query, dataset.gallery
-    if cfg.DATASETS.SKIP_CORRUPT:
-        query = _drop_unreadable(query, f"{dataset_name} query")
-        gallery = _drop_unreadable(gallery, f"{dataset_name} gallery")
-    for split, items in (("query", query), ("gallery", gallery)):
-        if not items:
-            raise EmptyDatasetError(f"{dataset_name}: the {split} set is empty; evaluation needs queries and a gallery")
+    test_sets = dataset.test_sets()
+    if not test_sets:
+        raise EmptyDatasetError(f"{dataset_name} has no test set (DATASETS.TESTS lists it); check its files")
+    checked = []
+    for test_set in test_sets:
+        if cfg.DATASETS.SKIP_CORRUPT:
+            keep = [is_readable(item["img_path"]) for item in test_set.items]
+            if not all(keep):
+                logger.warning("DATASETS.SKIP_CORRUPT: skipped %d unreadable images of %s", keep.count(False),
+                               test_set.name)
+                test_set = test_set.subset(keep)
+        check_test_set(test_set)
+        checked.append(test_set)
+    return checked
+
+
+def build_test_loader(cfg, test_set: TestSet) -> DataLoader:
+    """The loader over the items of ``test_set``, in order.
+
+    Batches carry ``indices`` (positions in the test set); each rank reads a contiguous shard
+    (:class:`InferenceSampler`), ``TEST.IMS_PER_BATCH // world_size`` images per batch.
+    """
     world = comm.get_world_size()
     batch = int(cfg.TEST.IMS_PER_BATCH) // world
     if batch < 1:
         raise ValueError(f"TEST.IMS_PER_BATCH ({cfg.TEST.IMS_PER_BATCH}) is smaller than the number of processes ({world})")
-    items = query + gallery
-    sampler = InferenceSampler(len(items), comm.get_rank(), world)
-    loader = DataLoader(ImageDataset(items, build_transforms(cfg, is_train=False)), sampler=sampler,
-                        batch_size=batch, drop_last=False, collate_fn=Collate(with_indices=True),
-                        **_loader_kwargs(cfg, max(int(cfg.SEED), 0)))
-    return loader, len(query)
+    sampler = InferenceSampler(len(test_set.items), comm.get_rank(), world)
+    return DataLoader(ImageDataset(test_set.items, build_transforms(cfg, is_train=False)), sampler=sampler,
+                      batch_size=batch, drop_last=False, collate_fn=Collate(with_indices=True),
+                      **_loader_kwargs(cfg, max(int(cfg.SEED), 0)))

@@ -7,13 +7,17 @@ rank, deterministic given ``(seed, rank, world_size)``. Every rank computes the 
 process sees with the same total batch, and with P x K sampling (K divides the per-rank batch) an
 identity's K images stay on one rank. ``start_index`` skips the first indices of this rank's stream,
 to resume mid-epoch without replaying.
+
+Samplers read labels through the dataset's methods, never item positions: ``len(dataset)``,
+``dataset.group_labels()`` (the P x K grouping label, identities or classes) and, for camera-balanced
+sampling, ``dataset.camera_labels()`` (see :class:`~omnireid.data.common.ImageDataset`).
 """
 from __future__ import annotations
 
 import abc
 import math
 from collections import defaultdict
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -22,8 +26,16 @@ from omnireid.utils.registry import Registry
 
 SAMPLER_REGISTRY = Registry("sampler")
 
-# (img_path, label, camid): only label and camid are used
-Item = Sequence
+
+
+class LabelledData(Protocol):
+    """What a training sampler needs from a dataset."""
+
+    def __len__(self) -> int: ...
+
+    def group_labels(self) -> np.ndarray: ...
+
+    def camera_labels(self) -> np.ndarray: ...
 
 
 class SamplerError(ValueError):
@@ -33,9 +45,9 @@ class SamplerError(ValueError):
 class TrainSampler(Sampler[int], abc.ABC):
     """Base class: subclasses define one epoch of the global stream in :meth:`epoch_indices`."""
 
-    def __init__(self, items: Sequence[Item], global_batch: int, num_instance: int = 1, seed: int = 0,
+    def __init__(self, data: LabelledData, global_batch: int, num_instance: int = 1, seed: int = 0,
                  rank: int = 0, world_size: int = 1, start_index: int = 0) -> None:
-        if len(items) == 0:
+        if len(data) == 0:
             raise SamplerError(f"{type(self).__name__}: the training set is empty")
         if world_size < 1 or not 0 <= rank < world_size:
             raise SamplerError(f"rank {rank} is not in a world of size {world_size}")
@@ -44,8 +56,8 @@ class TrainSampler(Sampler[int], abc.ABC):
                                f"number of processes ({world_size})")
         if start_index < 0:
             raise SamplerError(f"start_index must be >= 0, got {start_index}")
-        self.labels = np.asarray([int(item[1]) for item in items], dtype=np.int64)
-        self.camids = np.asarray([int(item[2]) for item in items], dtype=np.int64)
+        self.data = data
+        self.size = len(data)
         self.global_batch = global_batch
         self.num_instance = num_instance
         self.seed = int(seed)
@@ -106,7 +118,7 @@ class TrainingSampler(TrainSampler):
     """Plain shuffling: every epoch is a fresh permutation of the whole training set."""
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size)
 
 
 class _IdentitySampler(TrainSampler):
@@ -125,6 +137,7 @@ class _IdentitySampler(TrainSampler):
                                f"= {self.per_rank_batch}) must be divisible by DATALOADER.NUM_INSTANCE ({k}), "
                                "or an identity's images would be split across processes")
         self.num_identities_per_batch = self.global_batch // k
+        self.labels = np.asarray(self.data.group_labels(), dtype=np.int64)
         self.index_of_label: dict[int, np.ndarray] = {
             int(label): np.flatnonzero(self.labels == label) for label in np.unique(self.labels)}
         if len(self.index_of_label) < self.num_identities_per_batch:
@@ -169,6 +182,10 @@ class BalancedIdentitySampler(_IdentitySampler):
     images shuffled, so K images cover min(K, number of its cameras) cameras; an identity with fewer
     than K images repeats them (reshuffled) to reach K.
     """
+
+    def _check(self) -> None:
+        super()._check()
+        self.camids = np.asarray(self.data.camera_labels(), dtype=np.int64)
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])

@@ -111,15 +111,20 @@ class PeriodicCheckpointer(HookBase):
 
 
 class EvalHook(HookBase):
-    """Runs ``eval_fn`` every ``period`` iterations and after the last one."""
+    """Runs ``eval_fn`` (-> ``{test set: {metric: value}}``) every ``period`` iterations and after the
+    last one; the results go to ``trainer.latest_results`` and to the metric storage (as
+    ``"<test set>/<metric>"``), where the hooks after this one (a tuner's reporter...) read them."""
 
-    def __init__(self, period_iters: int, eval_fn: Callable[[], dict]) -> None:
+    def __init__(self, period_iters: int, eval_fn: Callable[[], dict[str, dict[str, float]]]) -> None:
         self.period_iters = period_iters
         self.eval_fn = eval_fn
 
     def after_step(self) -> None:
         if _period_reached(self.trainer, self.period_iters):
-            self.eval_fn()
+            results = self.eval_fn()
+            self.trainer.latest_results = results
+            for name, metrics in results.items():
+                self.trainer.storage.put_scalars(**{f"{name}/{k}": float(v) for k, v in metrics.items()})
             comm.synchronize()
 
 

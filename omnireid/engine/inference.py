@@ -1,10 +1,10 @@
-"""Feature extraction over a test loader, with optional flip test-time augmentation."""
+"""Running an eval-mode model over a test loader (optional flip test-time augmentation) into an evaluator."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -19,32 +19,42 @@ METRIC_ORDER = ("Rank-1", "Rank-5", "Rank-10", "mAP", "mINP")
 class Evaluator(Protocol):
     def reset(self) -> None: ...
 
-    def process(self, batch: dict, features: torch.Tensor) -> None: ...
+    def process(self, batch: dict, outputs: dict[str, torch.Tensor]) -> None: ...
 
     def evaluate(self) -> dict[str, float]: ...
 
 
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A new dict whose tensors live on ``device`` (the caller's batch is left untouched)."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
 @torch.no_grad()
-def extract_features(model: nn.Module, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
-    """Features of ``images``; with ``flip``, the mean of the image's and its mirror's features."""
-    features = model(images)
+def extract_features(model: nn.Module, batch: dict[str, Any], flip: bool = False) -> dict[str, torch.Tensor]:
+    """The eval-mode outputs (``features``, ``logits``...) of ``batch``, a batch dict (so side
+    information such as ``camids`` reaches the model); with ``flip``, the mean of the outputs of the
+    images and of their mirrors (the other fields unchanged)."""
+    outputs = model(batch)
     if flip:
-        features = (features + model(torch.flip(images, dims=[3]))) / 2
-    return features
+        mirrored = model({**batch, "images": torch.flip(batch["images"], dims=[3])})
+        outputs = {name: (value + mirrored[name]) / 2 for name, value in outputs.items()}
+    return outputs
 
 
 @torch.no_grad()
 def inference_on_dataset(model: nn.Module, loader, evaluator: Evaluator, device: torch.device,
                          flip: bool = False) -> dict[str, float]:
-    """Run the model over ``loader`` in eval mode and feed ``evaluator``; training mode is restored."""
+    """Run the model over ``loader`` in eval mode and feed ``evaluator`` the batch and the model's
+    outputs (float32, on CPU); training mode is restored."""
     was_training = model.training
     model.eval()
     evaluator.reset()
     try:
         for batch in _progress(loader):
-            images = batch["images"].to(device, non_blocking=device.type == "cuda")
-            features = extract_features(model, images, flip=flip)
-            evaluator.process(batch, features.float().cpu())
+            outputs = extract_features(model, move_batch(batch, device), flip=flip)
+            evaluator.process(batch, {name: value.float().cpu() for name, value in outputs.items()})
     finally:
         model.train(was_training)
     return evaluator.evaluate()
@@ -71,10 +81,11 @@ def _progress(loader):
 
 
 def format_results_table(results: dict[str, dict[str, float]]) -> str:
-    """A markdown table: one row per dataset, metrics in percent."""
+    """A markdown table: one row per test set, metrics in percent. Detail metrics (keys with a ``/``,
+    e.g. per-attribute ``hat/mA``) stay in metrics.json and out of this summary."""
     if not results:
         return ""
-    extra = sorted({k for m in results.values() for k in m} - set(METRIC_ORDER))
+    extra = sorted({k for m in results.values() for k in m if "/" not in k} - set(METRIC_ORDER))
     columns = [c for c in METRIC_ORDER if any(c in m for m in results.values())] + extra
     lines = ["| Dataset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, metrics in results.items():

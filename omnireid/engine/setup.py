@@ -1,31 +1,22 @@
 """Shared start-up for command-line entry points: config, output folder, logging, seeds."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
 import sys
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from omnireid.config import CfgNode, get_cfg
+from omnireid.config import CfgNode, setup_cfg  # noqa: F401  (setup_cfg: re-exported for entry points)
 from omnireid.utils import comm
 from omnireid.utils.file_io import atomic_write_text
 
 logger = logging.getLogger("omnireid")
 
-
-def setup_cfg(config_file: str | None, opts: Sequence[str] = ()) -> CfgNode:
-    """Defaults, then the YAML file (with its ``_BASE_`` chain), then ``KEY VALUE`` overrides."""
-    import omnireid.compat.fastreid_config  # noqa: F401  (registers the FastReID V1.0 key-name translator)
-
-    cfg = get_cfg()
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg
+METADATA_FILE = "metadata.json"
 
 
 def setup_logging(output_dir: str | None = None, name: str = "omnireid") -> logging.Logger:
@@ -74,6 +65,20 @@ def default_setup(cfg: CfgNode) -> CfgNode:
     if cfg.CUDNN_BENCHMARK:
         torch.backends.cudnn.benchmark = True
     return cfg
+
+
+def save_metadata(metadata: dict, output_dir: str) -> str:
+    """``metadata.json``: what the training labels mean (``class_names``, ``attribute_names``...), for
+    predictors and exporters. Must be JSON-serialisable (checkpoints hold it too, loaded weights-only)."""
+    path = os.path.join(output_dir, METADATA_FILE)
+    if comm.is_main_process():
+        try:
+            text = json.dumps(metadata, indent=1)
+        except TypeError as exc:
+            raise TypeError(f"training-set metadata must be JSON-serialisable (plain lists, numbers, strings): {exc}") from None
+        os.makedirs(output_dir, exist_ok=True)
+        atomic_write_text(path, text + "\n")
+    return path
 
 
 def save_config(cfg: CfgNode, output_dir: str) -> str:

@@ -9,19 +9,21 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from omnireid.config import CfgNode
-from omnireid.data import build_test_loader, build_train_loader
+from omnireid.config import CfgNode, ConfigError
+from omnireid.data import TestSet, TrainData, build_test_loader, build_test_sets, build_train_loader
 from omnireid.evaluation import build_evaluator
 from omnireid.modeling import build_model
 from omnireid.solver import build_lr_scheduler, build_optimizer
 from omnireid.utils import comm
+from omnireid.utils.registry import Registry
 
 from . import hooks as H
 from .checkpoint import Checkpointer, load_model_weights, unwrap
 from .events import ConsoleWriter, EvalResultWriter, MetricStorage, TensorboardWriter
-from .inference import inference_on_dataset, print_results_table, progress_enabled
-from .setup import save_config
+from .inference import inference_on_dataset, move_batch, print_results_table, progress_enabled
+from .setup import save_config, save_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class TrainerBase(abc.ABC):
         self.iter = self.start_iter = self.max_iter = 0
         self.iters_per_epoch = 1
         self.storage = MetricStorage()
+        self.latest_results: dict[str, dict[str, float]] = {}  # set by EvalHook: {test set: metrics}
 
     @property
     def epoch(self) -> int:
@@ -81,18 +84,37 @@ def _autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
     return dtypes[choice]
 
 
-def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A new dict whose tensors live on ``device`` (the caller's batch is left untouched)."""
-    non_blocking = device.type == "cuda"
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in batch.items()}
+# name -> fn(cfg, train_data): writes the model-shape keys the training data decides (class count,
+# camera count, attribute count...) into the trainer's own copy of the config.
+MODEL_SHAPE_REGISTRY = Registry("model-shape filler")
+# TRAINER.NAME -> Trainer subclass (only for tasks that genuinely need one; prefer registering pieces)
+TRAINER_REGISTRY = Registry("trainer")
 
 
+@MODEL_SHAPE_REGISTRY.register("num_classes")
+def fill_num_classes(cfg: CfgNode, data: TrainData) -> None:
+    """Classifier width: the number of training labels (identities or classes)."""
+    cfg.MODEL.HEADS.NUM_CLASSES = data.num_classes
+
+
+@MODEL_SHAPE_REGISTRY.register("num_cameras")
+def fill_num_cameras(cfg: CfgNode, data: TrainData) -> None:
+    """Side-information embeddings (ViT SIE): the number of training cameras (0 without cameras)."""
+    cfg.MODEL.HEADS.NUM_CAMERAS = data.num_cameras
+
+
+@TRAINER_REGISTRY.register()
 class Trainer(TrainerBase):
     """Builds data, model, optimizer, schedule, evaluators and hooks from ``cfg`` and trains.
 
-    Works in one process and under ``torchrun`` (DistributedDataParallel; NCCL on CUDA, gloo on
-    CPU). ``resume=True`` continues exactly from the newest checkpoint in ``OUTPUT_DIR``.
+    Every piece comes from an overridable builder (classmethods, as detectron2's ``DefaultTrainer``):
+    ``build_train_loader``, ``build_model``, ``build_optimizer``, ``build_lr_scheduler``,
+    ``build_test_sets``, ``build_test_loader``, ``build_evaluator`` and (per instance) ``build_hooks``;
+    a task customises one of them by subclassing, never by copying ``__init__``. The model-shape keys
+    the data decides (``MODEL.HEADS.NUM_CLASSES``...) are filled by the functions registered in
+    ``MODEL_SHAPE_REGISTRY``. Works in one process and under ``torchrun`` (DistributedDataParallel;
+    NCCL on CUDA, gloo on CPU). ``resume=True`` continues exactly from the newest checkpoint in
+    ``OUTPUT_DIR``. After each evaluation ``latest_results`` holds ``{test set: metrics}``.
     """
 
     def __init__(self, cfg: CfgNode, resume: bool = False) -> None:
@@ -105,20 +127,21 @@ class Trainer(TrainerBase):
         self.start_iter = int(resume_state["iteration"]) if resume_state else 0
 
         per_rank_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-        self.train_data = build_train_loader(cfg, start_index=self.start_iter * per_rank_batch)
-        cfg.MODEL.HEADS.NUM_CLASSES = self.train_data.num_classes
-        cfg.MODEL.HEADS.NUM_CAMERAS = self.train_data.num_cameras
+        self.train_data = self.build_train_loader(cfg, start_index=self.start_iter * per_rank_batch)
+        for name in MODEL_SHAPE_REGISTRY:  # in registration order
+            MODEL_SHAPE_REGISTRY.get(name)(cfg, self.train_data)
         self.cfg = cfg.freeze()
         save_config(cfg, self.output_dir)  # with the class/camera counts, so it can rebuild the model
+        save_metadata(self.train_data.metadata, self.output_dir)
 
         self.iters_per_epoch = self.train_data.iters_per_epoch
         self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.MAX_EPOCH * self.iters_per_epoch
 
-        model = build_model(cfg).to(self.device)
+        model = self.build_model(cfg)
         if cfg.MODEL.WEIGHTS and not resume_state:
             load_model_weights(model, cfg.MODEL.WEIGHTS)
-        self.optimizer = build_optimizer(cfg, model)
-        self.scheduler = build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch)
+        self.optimizer = self.build_optimizer(cfg, model)
+        self.scheduler = self.build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch)
         self.amp_dtype = _autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda")
@@ -132,6 +155,57 @@ class Trainer(TrainerBase):
         self.model = model.train()  # evaluation restores the mode it found
         self._data_iter: Iterator[dict] = iter(self.train_data.loader)
         self.register_hooks(self.build_hooks())
+
+    # builders: override one in a subclass to customise a piece ---------------------------------
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, start_index: int = 0) -> TrainData:
+        """The training data (loader, label counts, metadata) of ``DATASETS.NAMES``."""
+        return build_train_loader(cfg, start_index=start_index)
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        """``MODEL.META_ARCHITECTURE`` on ``MODEL.DEVICE`` (weights are loaded by the caller)."""
+        return build_model(cfg).to(comm.resolve_device(cfg.MODEL.DEVICE))
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer,
+                           iters_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+        return build_lr_scheduler(cfg, optimizer, iters_per_epoch)
+
+    @classmethod
+    def build_test_sets(cls, cfg: CfgNode, dataset_name: str) -> list[TestSet]:
+        """The test sets (items + protocol) of one ``DATASETS.TESTS`` entry."""
+        return build_test_sets(cfg, dataset_name)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, test_set: TestSet) -> DataLoader:
+        return build_test_loader(cfg, test_set)
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, test_set: TestSet, output_dir: str | None) -> Any:
+        """The evaluator of ``test_set``'s protocol (or ``TEST.EVALUATOR``)."""
+        return build_evaluator(cfg, test_set, output_dir)
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: nn.Module, device: torch.device | None = None) -> dict[str, dict[str, float]]:
+        """Evaluate ``model`` on every test set of ``DATASETS.TESTS``; returns ``{test set: metrics}``."""
+        device = device or comm.resolve_device(cfg.MODEL.DEVICE)
+        results = {}
+        for dataset_name in cfg.DATASETS.TESTS:
+            for test_set in cls.build_test_sets(cfg, dataset_name):
+                loader = cls.build_test_loader(cfg, test_set)
+                evaluator = cls.build_evaluator(cfg, test_set, cfg.OUTPUT_DIR)
+                logger.info("Evaluating on %s (protocol %s, %d images)", test_set.name, test_set.protocol,
+                            len(test_set.items))
+                results[test_set.name] = inference_on_dataset(model, loader, evaluator, device=device,
+                                                              flip=cfg.TEST.FLIP.ENABLED)
+        if comm.is_main_process():
+            print_results_table(results)
+        return results
 
     # ---------------------------------------------------------------------------------------
     def _find_resume_state(self, resume: bool) -> dict | None:
@@ -147,7 +221,17 @@ class Trainer(TrainerBase):
         self._resume_path = path
         return load_checkpoint_file(path)
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """What checkpoints hold besides the training state: the training-set ``metadata``."""
+        return {"metadata": self.train_data.metadata}
+
+    def save_checkpoint(self, name: str) -> str:
+        """Save the whole training state after the current step as ``OUTPUT_DIR/<name>.pth`` (call on
+        every rank); what the periodic checkpointer writes, for hooks that save on their own schedule."""
+        return self.checkpointer.save(name, iteration=self.iter + 1, **self.checkpoint_extra())
+
     def build_hooks(self) -> list[H.HookBase | None]:
+        """The hooks, in order; an override usually extends ``super().build_hooks()``."""
         cfg = self.cfg
         ipe = self.iters_per_epoch
         writers: list = []
@@ -162,7 +246,7 @@ class Trainer(TrainerBase):
             # that a checkpoint holds the state after this step's update.
             *getattr(unwrap(self.model), "training_hooks", list)(),
             # Checkpoint before evaluating so an evaluation crash never loses the trained state.
-            H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, lambda: {}),
+            H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, self.checkpoint_extra),
             H.PreciseBN(cfg.TEST.EVAL_PERIOD * ipe, unwrap(self.model), self._precise_bn_batches,
                         cfg.TEST.PRECISE_BN.NUM_ITER) if cfg.TEST.PRECISE_BN.ENABLED and cfg.TEST.EVAL_PERIOD > 0 else None,
             H.EvalHook(cfg.TEST.EVAL_PERIOD * ipe, self._evaluate_and_record) if cfg.TEST.EVAL_PERIOD > 0 else None,
@@ -175,7 +259,7 @@ class Trainer(TrainerBase):
         cfg = self.cfg.clone().defrost()
         cfg.DATASETS.NAMES = [cfg.TEST.PRECISE_BN.DATASET]
         cfg.DATALOADER.NUM_WORKERS = min(cfg.DATALOADER.NUM_WORKERS, 2)
-        for batch in build_train_loader(cfg).loader:
+        for batch in self.build_train_loader(cfg).loader:
             batch = move_batch(batch, self.device)
             batch["targets"] = torch.full_like(batch["targets"], -1)
             yield batch
@@ -217,13 +301,12 @@ class Trainer(TrainerBase):
 
     # ---------------------------------------------------------------------------------------
     def _evaluate_and_record(self) -> dict[str, dict[str, float]]:
-        results = evaluate(self.cfg, unwrap(self.model), self.device)
+        results = type(self).test(self.cfg, unwrap(self.model), self.device)
         if comm.is_main_process():
             writer = EvalResultWriter(os.path.join(self.output_dir, "metrics.json"))
-            for dataset, metrics in results.items():
+            for name, metrics in results.items():
                 writer.write_result({"iteration": self.iter + 1, "epoch": (self.iter + 1) / self.iters_per_epoch,
-                                     "dataset": dataset, **metrics})
-                self.storage.put_scalars(**{f"{dataset}/{k}": v for k, v in metrics.items()})
+                                     "dataset": name, **metrics})
         return results
 
     def release(self) -> None:
@@ -243,16 +326,14 @@ def _timed(storage: MetricStorage, name: str):
     storage.put_scalar(name, time.perf_counter() - start)
 
 
+def trainer_class(cfg: CfgNode) -> type[Trainer]:
+    """The ``TRAINER.NAME`` trainer class."""
+    try:
+        return TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    except KeyError as exc:
+        raise ConfigError(f"TRAINER.NAME: {exc.args[0]}") from None
+
+
 def evaluate(cfg: CfgNode, model: nn.Module, device: torch.device | None = None) -> dict[str, dict[str, float]]:
-    """Evaluate ``model`` on every dataset of ``DATASETS.TESTS``; returns ``{dataset: metrics}``."""
-    device = device or comm.resolve_device(cfg.MODEL.DEVICE)
-    results = {}
-    for name in cfg.DATASETS.TESTS:
-        loader, num_query = build_test_loader(cfg, name)
-        evaluator = build_evaluator(cfg, num_query, cfg.OUTPUT_DIR)
-        logger.info("Evaluating on %s (%d queries, %d images)", name, num_query, len(loader.dataset))
-        results[name] = inference_on_dataset(model, loader, evaluator, device=device,
-                                             flip=cfg.TEST.FLIP.ENABLED)
-    if comm.is_main_process():
-        print_results_table(results)
-    return results
+    """Evaluate ``model`` on every test set of ``DATASETS.TESTS`` with the ``TRAINER.NAME`` trainer's builders."""
+    return trainer_class(cfg).test(cfg, model, device)

@@ -2,7 +2,8 @@
 
 Pure PyTorch/NumPy (no compiled extension); faiss is optional (top-k search on huge galleries).
 """
-from .build import EVALUATOR_REGISTRY, build_evaluator
+from .base import SampleEvaluator
+from .build import EVALUATOR_REGISTRY, PROTOCOL_EVALUATORS, build_evaluator, evaluator_class, register_protocol
 from .distance import DISTANCE_REGISTRY, compute_distance
 from .features import evaluate_features
 from .query_expansion import average_query_expansion
@@ -13,8 +14,9 @@ from .roc import ROC_FPRS, pair_distances, roc_curve
 from .topk import SEARCH_REGISTRY, RankedLists, evaluate_topk, rank_lists
 
 __all__ = [
-    "DISTANCE_REGISTRY", "EVALUATOR_REGISTRY", "ROC_FPRS", "SEARCH_REGISTRY", "RankMetrics", "RankedLists", "ReidEvaluator",
-    "RerankParams", "average_query_expansion", "build_evaluator", "compute_distance", "evaluate_features",
-    "evaluate_rank", "evaluate_rank_cuhk03", "evaluate_rank_metrics", "evaluate_topk", "pair_distances", "re_ranking",
-    "rank_lists", "re_ranking_features", "roc_curve",
+    "DISTANCE_REGISTRY", "EVALUATOR_REGISTRY", "PROTOCOL_EVALUATORS", "ROC_FPRS", "SEARCH_REGISTRY", "RankMetrics",
+    "RankedLists", "ReidEvaluator", "RerankParams", "SampleEvaluator", "average_query_expansion", "build_evaluator",
+    "compute_distance", "evaluator_class", "evaluate_features", "evaluate_rank", "evaluate_rank_cuhk03",
+    "evaluate_rank_metrics", "evaluate_topk", "pair_distances", "rank_lists", "re_ranking", "re_ranking_features",
+    "register_protocol", "roc_curve",
 ]

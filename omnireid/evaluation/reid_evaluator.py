@@ -1,26 +1,18 @@
-"""The reID evaluator of the training loop (detectron2 protocol: reset / process / evaluate).
+"""The evaluator of the ``reid`` test protocol (detectron2 protocol: reset / process / evaluate).
 
-Order of the test set: the first ``num_query`` samples (dataset order) are queries, the rest gallery.
-When batches carry ``indices`` (positions in the test set), samples are put back in dataset order
-by those indices (duplicates from padded samplers are dropped). Without them, the inference sampler
-is assumed to give rank ``r`` the contiguous shard ``[r*ceil(n/w), min(n, (r+1)*ceil(n/w)))`` in
-order without padding, so concatenating the ranks' samples in rank order restores dataset order.
-
-Under ``torch.distributed`` every rank's samples are gathered on rank 0, which computes the metrics;
-the result is broadcast so every rank returns the same dict.
+It reads ``features`` from the model outputs and ``targets`` (identities) and ``camids`` from the
+batch; the first ``num_query`` samples of the test set are the queries, the rest the gallery.
+Ordering and the gathering across ranks are :class:`~omnireid.evaluation.base.SampleEvaluator`'s.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
-from omnireid.utils import comm
-
-from .build import EVALUATOR_REGISTRY
+from .base import SampleEvaluator
+from .build import EVALUATOR_REGISTRY, register_protocol
 from .features import evaluate_features
 from .query_expansion import average_query_expansion
 from .rerank import RerankParams
@@ -29,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 @EVALUATOR_REGISTRY.register()
-class ReidEvaluator:
+@register_protocol("reid")
+class ReidEvaluator(SampleEvaluator):
     """Collects features, pids and camids; reports Rank-1/5/10, mAP, mINP (and TPR@FPR) in percent."""
 
     def __init__(
@@ -57,10 +50,15 @@ class ReidEvaluator:
         self.rerank = rerank
         self.memory_budget_mb = memory_budget_mb
         self.output_dir = output_dir
-        self.reset()
+        super().__init__()
 
     @classmethod
-    def from_config(cls, cfg: Any, num_query: int, output_dir: str | None = None) -> "ReidEvaluator":
+    def from_config(cls, cfg: Any, test_set: Any, output_dir: str | None = None) -> "ReidEvaluator":
+        """For a test set whose first ``test_set.meta["num_query"]`` items are the queries."""
+        if "num_query" not in test_set.meta:
+            raise ValueError(f"{test_set.name}: ReidEvaluator needs a query/gallery test set (meta 'num_query'); "
+                             f"this one has protocol {test_set.protocol!r}")
+        num_query = int(test_set.meta["num_query"])
         test = cfg.TEST
         aqe = None
         if test.AQE.ENABLED:
@@ -71,82 +69,19 @@ class ReidEvaluator:
         return cls(num_query, metric=test.METRIC, roc=bool(test.ROC.ENABLED), aqe=aqe, rerank=rerank,
                    memory_budget_mb=float(test.MEMORY_BUDGET_MB), output_dir=output_dir)
 
-    def reset(self) -> None:
-        self._features: list[torch.Tensor] = []
-        self._pids: list[torch.Tensor] = []
-        self._camids: list[torch.Tensor] = []
-        self._indices: list[torch.Tensor] | None = []
-
-    def process(self, batch: dict, features: torch.Tensor) -> None:
-        """Store one batch (features moved to CPU, detached; dtype kept until evaluation)."""
-        feats = features.detach().cpu()
-        pids = torch.as_tensor(batch["targets"]).detach().cpu().long().reshape(-1)
-        camids = torch.as_tensor(batch["camids"]).detach().cpu().long().reshape(-1)
+    def collect(self, batch: dict, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feats = outputs["features"]
+        pids = torch.as_tensor(batch["targets"]).long().reshape(-1)
+        camids = torch.as_tensor(batch["camids"]).long().reshape(-1)
         if feats.dim() != 2 or not (len(feats) == len(pids) == len(camids)):
             raise ValueError(
                 f"process() needs features (N, D) with N targets and N camids, got {tuple(feats.shape)}, "
                 f"{len(pids)} targets, {len(camids)} camids"
             )
-        self._features.append(feats)
-        self._pids.append(pids)
-        self._camids.append(camids)
-        if self._indices is not None:
-            if "indices" in batch:
-                self._indices.append(torch.as_tensor(batch["indices"]).detach().cpu().long().reshape(-1))
-            else:
-                self._indices = None  # one batch without indices: fall back to shard order
+        return {"features": feats, "pids": pids, "camids": camids}
 
-    def _local(self) -> dict[str, torch.Tensor | None]:
-        if not self._features:
-            return {"features": None, "pids": torch.zeros(0, dtype=torch.long),
-                    "camids": torch.zeros(0, dtype=torch.long), "indices": torch.zeros(0, dtype=torch.long)}
-        return {
-            "features": torch.cat(self._features),
-            "pids": torch.cat(self._pids),
-            "camids": torch.cat(self._camids),
-            "indices": torch.cat(self._indices) if self._indices is not None else None,
-        }
-
-    def _gather(self) -> list[dict] | None:
-        local = self._local()
-        if comm.get_world_size() == 1:
-            return [local]
-        out: list | None = [None] * comm.get_world_size() if comm.is_main_process() else None
-        dist.gather_object(local, out, dst=0)
-        return out
-
-    def evaluate(self) -> dict[str, float]:
-        parts = self._gather()
-        results: dict[str, float] | None = None
-        error: str | None = None
-        if parts is not None:
-            try:
-                results = self._compute(parts)
-            except Exception as exc:  # noqa: BLE001 - re-raised on every rank below
-                if comm.get_world_size() == 1:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-        if comm.get_world_size() > 1:
-            results, error = comm.broadcast_object((results, error), src=0)
-            if error is not None:
-                raise RuntimeError(f"evaluation failed on rank 0: {error}")
-        assert results is not None
-        return results
-
-    def _compute(self, parts: list[dict]) -> dict[str, float]:
-        parts = [p for p in parts if p["features"] is not None]
-        if not parts:
-            raise RuntimeError("ReidEvaluator.evaluate() called before any process()")
-        features = torch.cat([p["features"] for p in parts])
-        pids = torch.cat([p["pids"] for p in parts])
-        camids = torch.cat([p["camids"] for p in parts])
-        if all(p["indices"] is not None for p in parts):
-            indices = torch.cat([p["indices"] for p in parts])
-            uniq, first = np.unique(indices.numpy(), return_index=True)
-            if len(uniq) != uniq[-1] + 1 or uniq[0] != 0:
-                raise ValueError(f"test-set indices do not cover 0..{len(uniq) - 1}: {len(uniq)} distinct, max {uniq[-1]}")
-            order = torch.from_numpy(first)  # sorted by index; the first occurrence of each
-            features, pids, camids = features[order], pids[order], camids[order]
+    def compute(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
+        features, pids, camids = data["features"], data["pids"], data["camids"]
         n = len(pids)
         if self.num_query >= n:
             raise ValueError(f"num_query={self.num_query} but only {n} samples were processed: no gallery")

@@ -66,7 +66,10 @@ def _parity_and_latency(model: nn.Module, artifact_path: str, predictor_kwargs: 
                         images_source: str, latency_runs: int, tolerance: dict[str, float | None]) -> dict[str, Any]:
     from omnireid.inference import Predictor
 
-    reference_model = copy.deepcopy(model).cpu().float().eval()  # the caller's model keeps its mode/device
+    from omnireid.modeling.outputs import NamedOutputs
+
+    # the caller's model keeps its mode/device
+    reference_model = NamedOutputs(copy.deepcopy(model)).cpu().float().eval()
     batch = images.float()
     with torch.no_grad():
         reference = reference_model(batch).numpy()

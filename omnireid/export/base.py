@@ -124,8 +124,11 @@ def switch_to_deploy(model: nn.Module) -> list[str]:
 
 
 def deploy_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A CPU float32 eval-mode deep copy in deploy form; the caller's model is untouched."""
-    clone = copy.deepcopy(model).cpu().float().eval()
+    """A CPU float32 eval-mode deep copy in deploy form that returns the embedding (``features``) as a
+    tensor; the caller's model is untouched."""
+    from omnireid.modeling.outputs import NamedOutputs
+
+    clone = NamedOutputs(copy.deepcopy(model)).cpu().float().eval()
     switched = switch_to_deploy(clone)
     for parameter in clone.parameters():
         parameter.requires_grad_(False)

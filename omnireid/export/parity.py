@@ -45,7 +45,7 @@ def synthetic_images(count: int, seed: int = 0) -> list[Image.Image]:
 def dataset_images(cfg, count: int = 16, split: str = "test") -> tuple[torch.Tensor, str]:
     """uint8 ``(count, 3, H, W)`` test-transformed images and a description of their source.
 
-    ``split`` "test" takes query + gallery of ``DATASETS.TESTS[0]``, "train" the training images of
+    ``split`` "test" takes the test sets' images (reID: query + gallery) of ``DATASETS.TESTS[0]``, "train" the training images of
     ``DATASETS.NAMES[0]``; both fall back to the synthetic data when the dataset is not on disk.
     """
     from omnireid.data.datasets import build_dataset
@@ -61,10 +61,11 @@ def dataset_images(cfg, count: int = 16, split: str = "test") -> tuple[torch.Ten
             logger.info("%s images: %s is not available (%s); using the built-in synthetic data",
                         split, names[0], str(exc).splitlines()[0])
         else:
-            items = list(dataset.query) + list(dataset.gallery) if split == "test" else list(dataset.train)
+            items = ([item for test in dataset.test_sets() for item in test.items] if split == "test"
+                     else list(dataset.train))
             if items:
                 picks = np.linspace(0, len(items) - 1, num=min(count, len(items))).round().astype(int)
-                paths = [items[i][0] for i in picks]
+                paths = [items[i]["img_path"] for i in picks]
                 return load_images(paths, transform), f"{names[0]} {split} set ({len(paths)} images)"
     images = synthetic_images(count)
     return transform_images(images, transform), f"built-in synthetic reID data ({len(images)} images, seed 0)"

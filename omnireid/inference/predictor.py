@@ -150,7 +150,7 @@ def model_input_size(cfg: Any) -> tuple[int, int]:
 def build_model_from_config(config_file: str | None, opts: Sequence[str] = (), weights: str | None = None,
                             device: str = "cpu") -> tuple[torch.nn.Module, Any]:
     """Config -> model in eval mode, with ``weights`` (or ``MODEL.WEIGHTS``) loaded strictly."""
-    from omnireid.engine.setup import setup_cfg
+    from omnireid.config import setup_cfg
     from omnireid.modeling import build_model
 
     cfg = setup_cfg(config_file, list(opts))
@@ -188,7 +188,7 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def run(self, images: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+        return self.model(torch.from_numpy(images).to(self.device))[OUTPUT_NAME].float().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------

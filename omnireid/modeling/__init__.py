@@ -8,9 +8,10 @@ from .heads import HEAD_REGISTRY, build_heads
 from .layers import CLASSIFIER_REGISTRY, NORM_REGISTRY, POOLING_REGISTRY, build_classifier, build_pooling, get_norm
 from .losses import LOSS_REGISTRY, build_losses
 from .meta_arch import META_ARCH_REGISTRY, build_model
+from .outputs import EMBEDDING, NamedOutputs
 
 __all__ = [
-    "BACKBONE_REGISTRY", "CLASSIFIER_REGISTRY", "HEAD_REGISTRY", "LOSS_REGISTRY", "META_ARCH_REGISTRY",
+    "EMBEDDING", "NamedOutputs", "BACKBONE_REGISTRY", "CLASSIFIER_REGISTRY", "HEAD_REGISTRY", "LOSS_REGISTRY", "META_ARCH_REGISTRY",
     "NORM_REGISTRY", "POOLING_REGISTRY",
     "build_backbone", "build_classifier", "build_heads", "build_losses", "build_model", "build_pooling", "get_norm",
 ]

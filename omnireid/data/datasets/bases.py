@@ -1,4 +1,10 @@
-"""What every dataset is: train / query / gallery lists of ``(img_path, pid, camid)``.
+"""What every dataset is: training items (dicts with named fields) and one or more test sets.
+
+An item is ``{"img_path": str, <field>: value, ...}``. reID items carry ``targets`` (the identity)
+and ``camids`` (the camera); other tasks declare their own fields (``attributes``, ...). A test set
+is a :class:`TestSet`: its items plus the *protocol* that evaluates it (``reid``, ``retrieval``,
+``verification``, ``classification``, ``attributes``, or any protocol an evaluator registers for)
+and the protocol's metadata (``num_query`` for reid, pairs for verification, ...).
 
 A dataset class reads one official on-disk layout and nothing else; relabelling, namespacing and
 combining several sets are the loader's job (``omnireid.data.build``).
@@ -7,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import ClassVar, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
-Item = tuple[str, int, int]  # (img_path, pid, camid)
+Item = dict  # {"img_path": str, **fields}
 
 DATASETS_ENV = "OMNIREID_DATASETS"
 
@@ -26,27 +35,77 @@ def datasets_root(cfg) -> str:
     return os.path.expanduser(root)
 
 
-class ReidDataset:
-    """A reID benchmark split into a training list and a query/gallery test protocol.
+def reid_item(img_path: str, pid: int, camid: int) -> Item:
+    """A reID item: the identity is ``targets``, the camera ``camids``."""
+    return {"img_path": img_path, "targets": int(pid), "camids": int(camid)}
 
-    Subclasses set ``dataset_dir`` (the folder name under the root), ``marker`` (a path inside the
-    dataset folder that identifies it) and ``layout`` (the official layout, quoted in errors), and
-    build their lists in ``__init__``. ``junk_pids`` are identities that never train (e.g. Market's
-    distractors 0 and junk -1 when ``DATASETS.COMBINEALL`` adds the test images to training).
+
+@dataclass
+class TestSet:
+    """A test split and how it is evaluated.
+
+    ``protocol`` picks the default evaluator (``omnireid.evaluation.PROTOCOL_EVALUATORS``); ``meta``
+    holds what that protocol needs beyond the items: reid ``num_query`` (the first ``num_query``
+    items are queries, the rest the gallery); verification ``pairs`` ((M, 2) item indices) and
+    ``issame`` ((M,) bool); classification ``class_names``; attributes ``attribute_names``...
     """
 
+    name: str
+    protocol: str
+    items: list[Item]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, keep: Sequence[bool]) -> "TestSet":
+        """The test set without the items where ``keep`` is False, with index-bearing metadata fixed.
+
+        ``num_query`` counts the kept queries; ``pairs`` (with ``issame``) keeps only pairs whose two
+        items are kept, renumbered. Other metadata is copied unchanged.
+        """
+        keep = np.asarray(keep, dtype=bool)
+        if len(keep) != len(self.items):
+            raise ValueError(f"subset of {self.name}: {len(keep)} flags for {len(self.items)} items")
+        meta = dict(self.meta)
+        if "num_query" in meta:
+            meta["num_query"] = int(keep[: int(meta["num_query"])].sum())
+        if "pairs" in meta:
+            pairs = np.asarray(meta["pairs"], dtype=np.int64).reshape(-1, 2)
+            new_index = np.cumsum(keep) - 1
+            kept_pairs = keep[pairs].all(axis=1)
+            meta["pairs"] = new_index[pairs[kept_pairs]]
+            if "issame" in meta:
+                meta["issame"] = np.asarray(meta["issame"], dtype=bool)[kept_pairs]
+        return TestSet(self.name, self.protocol, [item for item, k in zip(self.items, keep) if k], meta)
+
+
+def distinct(items: Sequence[Item], key: str) -> int:
+    """How many distinct values of field ``key`` the items have (0 when they lack it)."""
+    return len({item[key] for item in items if key in item})
+
+
+class ImageSetDataset:
+    """Base of every registered dataset: training items, test sets and metadata.
+
+    Subclasses set ``fields`` (the label fields their training items carry, e.g. ``("targets",
+    "camids")``), ``test_protocol`` (how their test split is evaluated) and build their lists in
+    ``__init__``; they override :meth:`test_sets` when they have several test sets or protocol
+    metadata, and :meth:`metadata` to describe the labels (``class_names``, ``attribute_names``, ...).
+    ``dataset_dir`` / ``marker`` / ``layout`` describe the official on-disk layout (quoted in errors).
+    """
+
+    fields: ClassVar[tuple[str, ...]] = ("targets",)
+    test_protocol: ClassVar[str] = ""
     dataset_dir: ClassVar[str | tuple[str, ...]] = ""  # folder name(s) under the root, first match wins
     marker: ClassVar[str] = ""
     layout: ClassVar[str] = ""
-    junk_pids: ClassVar[frozenset[int]] = frozenset()
 
-    def __init__(self, train: Sequence[Item], query: Sequence[Item], gallery: Sequence[Item]) -> None:
+    def __init__(self, train: Sequence[Item]) -> None:
         self.train: list[Item] = list(train)
-        self.query: list[Item] = list(query)
-        self.gallery: list[Item] = list(gallery)
 
     @classmethod
-    def from_config(cls, cfg) -> "ReidDataset":
+    def from_config(cls, cfg) -> "ImageSetDataset":
         """Build from a config; datasets with extra options (test size, CSV files) override this."""
         return cls(root=datasets_root(cfg))  # type: ignore[call-arg]
 
@@ -54,32 +113,35 @@ class ReidDataset:
     def name(self) -> str:
         return type(self).__name__
 
-    @property
-    def num_train_pids(self) -> int:
-        return len({pid for _, pid, _ in self.train})
+    def test_sets(self) -> list[TestSet]:
+        """The test sets this dataset defines (empty when it has none)."""
+        return []
 
-    @property
-    def num_train_cams(self) -> int:
-        return len({cam for _, _, cam in self.train})
+    def metadata(self) -> dict[str, Any]:
+        """What describes the labels of the training items (``class_names``, ``attribute_names``...)."""
+        return {}
 
-    def combined_train(self) -> list[tuple[str, int, int, str]]:
-        """Training items of ``DATASETS.COMBINEALL``: train + query + gallery, junk identities removed.
+    def label_name(self, target: int) -> str:
+        """The readable name of training label ``target`` (its number, unless the dataset names them)."""
+        return str(target)
 
-        The fourth field says which split an item came from: test identities are different people
-        from training identities with possibly equal numbers, so the loader namespaces them apart.
-        """
-        out = [(path, pid, cam, "train") for path, pid, cam in self.train]
-        for path, pid, cam in self.query + self.gallery:
-            if pid not in self.junk_pids:
-                out.append((path, pid, cam, "test"))
-        return out
+    def combined_train(self) -> list[tuple[Item, str]]:
+        """Training items of ``DATASETS.COMBINEALL`` with the split each came from (``"train"`` /
+        ``"test"``); datasets whose test images may train override this. By default: train only."""
+        return [(item, "train") for item in self.train]
 
     def summary(self) -> str:
-        rows = []
-        for split, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
-            rows.append(f"  {split:8s} | {len({p for _, p, _ in items}):6d} ids | {len(items):7d} images | "
-                        f"{len({c for _, _, c in items}):4d} cameras")
+        rows = [self._summary_row("train", self.train)]
+        rows += [self._summary_row(test.name if test.name != self.name else "test", test.items)
+                 for test in self.test_sets()]
         return f"=> {self.name} loaded\n" + "\n".join(rows)
+
+    def _summary_row(self, split: str, items: Sequence[Item]) -> str:
+        row = f"  {split:8s} | {len(items):7d} images"
+        for key, label in (("targets", "labels"), ("camids", "cameras")):
+            if key in self.fields:
+                row += f" | {distinct(items, key):6d} {label}"
+        return row
 
     # layout helpers ------------------------------------------------------------------------
     @classmethod
@@ -117,3 +179,46 @@ class ReidDataset:
     @classmethod
     def bad_line(cls, path: str, number: int, line: str, expected: str) -> DatasetLayoutError:
         return DatasetLayoutError(f"{cls.__name__}: {path}, line {number}: expected {expected}, got {line!r}")
+
+
+class ReidDataset(ImageSetDataset):
+    """A reID benchmark: training items and a query/gallery test set (protocol ``reid``).
+
+    Items are :func:`reid_item` dicts. ``junk_pids`` are identities that never train (e.g. Market's
+    distractors 0 and junk -1 when ``DATASETS.COMBINEALL`` adds the test images to training).
+    """
+
+    fields = ("targets", "camids")
+    test_protocol = "reid"
+    junk_pids: ClassVar[frozenset[int]] = frozenset()
+
+    def __init__(self, train: Sequence[Item], query: Sequence[Item], gallery: Sequence[Item]) -> None:
+        super().__init__(train)
+        self.query: list[Item] = list(query)
+        self.gallery: list[Item] = list(gallery)
+
+    def test_sets(self) -> list[TestSet]:
+        """One ``reid`` test set named like the dataset: queries first, then the gallery."""
+        if not self.query and not self.gallery:
+            return []
+        return [TestSet(self.name, self.test_protocol, self.query + self.gallery, {"num_query": len(self.query)})]
+
+    @property
+    def num_train_pids(self) -> int:
+        return distinct(self.train, "targets")
+
+    @property
+    def num_train_cams(self) -> int:
+        return distinct(self.train, "camids")
+
+    def combined_train(self) -> list[tuple[Item, str]]:
+        """Train + query + gallery, junk identities removed; test identities are different people
+        from training identities with possibly equal numbers, so the loader namespaces them apart."""
+        out = super().combined_train()
+        out += [(item, "test") for item in self.query + self.gallery if item["targets"] not in self.junk_pids]
+        return out
+
+    def summary(self) -> str:
+        rows = [self._summary_row(split, items)
+                for split, items in (("train", self.train), ("query", self.query), ("gallery", self.gallery))]
+        return f"=> {self.name} loaded\n" + "\n".join(rows)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset
+from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
 
 _SPLIT_FILES = {True: "cuhk03_new_protocol_config_labeled.mat", False: "cuhk03_new_protocol_config_detected.mat"}
 _IMAGE_FOLDERS = {True: "images_labeled", False: "images_detected"}
@@ -70,7 +70,7 @@ class CUHK03(ReidDataset):
                 fields = name.split("_")
                 if len(fields) < 4 or not fields[2].isdigit():
                     raise DatasetLayoutError(f"{split_path}: image name {name!r} is not '<pair>_<pid>_<camera>_<index>.png'")
-                items.append((os.path.join(image_dir, name), int(labels[row - 1]), int(fields[2]) - 1))
+                items.append(reid_item(os.path.join(image_dir, name), int(labels[row - 1]), int(fields[2]) - 1))
             return items
 
         super().__init__(rows("train_idx"), rows("query_idx"), rows("gallery_idx"))

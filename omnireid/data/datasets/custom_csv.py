@@ -5,7 +5,7 @@ import csv
 import os
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset
+from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
 
 HEADER = ("path", "pid", "camid")
 
@@ -41,7 +41,7 @@ def read_csv_items(path: str) -> list[Item]:
                 if not value.lstrip("-").isdigit():
                     raise DatasetLayoutError(f"{where}: {name} must be an integer, got {value!r}")
             image = os.path.expanduser(image)
-            items.append((image if os.path.isabs(image) else os.path.join(folder, image), int(pid), int(camid)))
+            items.append(reid_item(image if os.path.isabs(image) else os.path.join(folder, image), int(pid), int(camid)))
     return items
 
 

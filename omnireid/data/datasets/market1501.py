@@ -5,14 +5,14 @@ import os
 import re
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset
+from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
 
 # "0002_c1s1_000451_03.jpg" (Market), "0001_c2_f0046182.jpg" (Duke), "-1_c1s1_000401_03.jpg" (junk)
 _NAME = re.compile(r"^(-1|\d+)_c(\d+)")
 
 
 def read_image_folder(cls: type[ReidDataset], folder: str, drop_pids: frozenset[int]) -> list[Item]:
-    """``(path, pid, camid)`` for every ``*.jpg`` in ``folder``; camid is 0-based (``c1`` -> 0).
+    """A reID item for every ``*.jpg`` in ``folder``; camid is 0-based (``c1`` -> 0).
 
     Other files (the official zips ship a ``Thumbs.db``) are ignored; a ``.jpg`` whose name does not
     follow the ``PPPP_cC...`` convention is an error naming it.
@@ -31,7 +31,7 @@ def read_image_folder(cls: type[ReidDataset], folder: str, drop_pids: frozenset[
             continue
         if cam < 1:
             raise DatasetLayoutError(f"{cls.__name__}: {os.path.join(folder, name)}: cameras are numbered from 1")
-        items.append((os.path.join(folder, name), pid, cam - 1))
+        items.append(reid_item(os.path.join(folder, name), pid, cam - 1))
     return items
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset
+from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
 
 # version folder -> (training image folder, test image folder)
 _VERSIONS = {"MSMT17_V2": ("mask_train_v2", "mask_test_v2"), "MSMT17_V1": ("train", "test")}
@@ -58,5 +58,5 @@ class MSMT17(ReidDataset):
             name = os.path.basename(parts[0]).split("_")
             if len(name) < 3 or not name[2].isdigit():
                 raise cls.bad_line(list_path, number, line, "an image name '<pid>_<index>_<camera>_...jpg'")
-            items.append((os.path.join(image_dir, parts[0]), int(parts[1]), int(name[2]) - 1))
+            items.append(reid_item(os.path.join(image_dir, parts[0]), int(parts[1]), int(name[2]) - 1))
         return items

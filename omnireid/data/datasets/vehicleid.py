@@ -1,12 +1,13 @@
 """VehicleID (Liu et al., CVPR 2016): list files of ``<image id> <vehicle id>``, no camera labels."""
 from __future__ import annotations
 
+import operator
 import os
 
 import numpy as np
 
 from . import DATASET_REGISTRY
-from .bases import Item, ReidDataset, datasets_root
+from .bases import Item, ReidDataset, datasets_root, reid_item
 
 TEST_LISTS = {"small": "test_list_800.txt", "medium": "test_list_1600.txt", "large": "test_list_2400.txt"}
 
@@ -40,7 +41,7 @@ class VehicleID(ReidDataset):
         folder = self.locate(root)
         image_dir = self.require(os.path.join(folder, "image"))
         split_dir = os.path.join(folder, "train_test_split")
-        train = [(path, vid, 0) for path, vid in self._read_list(image_dir, os.path.join(split_dir, "train_list.txt"))]
+        train = [reid_item(path, vid, 0) for path, vid in self._read_list(image_dir, os.path.join(split_dir, "train_list.txt"))]
         test = self._read_list(image_dir, os.path.join(split_dir, TEST_LISTS[test_size]))
         order = np.random.default_rng(split_seed).permutation(len(test))
         query: list[Item] = []
@@ -49,11 +50,12 @@ class VehicleID(ReidDataset):
         for index in order:
             path, vid = test[index]
             if vid in seen:
-                query.append((path, vid, 0))
+                query.append(reid_item(path, vid, 0))
             else:
                 seen.add(vid)
-                gallery.append((path, vid, 1))
-        super().__init__(train, sorted(query), sorted(gallery))
+                gallery.append(reid_item(path, vid, 1))
+        by_path = operator.itemgetter("img_path")
+        super().__init__(train, sorted(query, key=by_path), sorted(gallery, key=by_path))
 
     @classmethod
     def _read_list(cls, image_dir: str, list_path: str) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import DATASET_REGISTRY
-from .bases import Item, ReidDataset, datasets_root
+from .bases import Item, ReidDataset, datasets_root, reid_item
 from .vehicleid import test_size_error
 
 TEST_LISTS = {"small": "test_3000", "medium": "test_5000", "large": "test_10000"}
@@ -65,7 +65,7 @@ class VeRiWild(ReidDataset):
                 raise cls.bad_line(list_path, number, line, "'<vehicle>/<image>'")
             if key not in cameras:
                 raise cls.bad_line(list_path, number, line, f"an image listed in {os.path.join(os.path.dirname(list_path), 'vehicle_info.txt')}")
-            items.append((os.path.join(image_dir, key + ".jpg"), int(vehicle), cameras[key]))
+            items.append(reid_item(os.path.join(image_dir, key + ".jpg"), int(vehicle), cameras[key]))
         return items
 
     @classmethod

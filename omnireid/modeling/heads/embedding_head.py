@@ -30,7 +30,8 @@ class EmbeddingHead(nn.Module):
     - ``classifier``: a ``CLASSIFIER_REGISTRY`` layer on the neck feature (absent when
       ``num_classes`` is 0, e.g. metric-loss-only training or feature extraction).
 
-    Eval mode returns the neck feature ``(N, D)`` (FastReID). Training mode returns
+    Eval mode returns ``{"features": neck feature (N, D)}`` (FastReID's test feature) plus, when the
+    head has a classifier, ``"logits"``: the margin-free class logits ``(N, C)``. Training mode returns
     ``{"cls_outputs", "pred_class_logits", "features", "neck_features"}``; ``features`` (for
     triplet/circle/cosface) is the pooled feature when ``neck_feat == "before"`` and the neck
     feature when ``"after"``, as in FastReID >= 1.0.
@@ -97,9 +98,12 @@ class EmbeddingHead(nn.Module):
                                       else self.classifier.apply_margin(base, targets))
         return outputs
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Eval: the test feature ``(N, D)``; training: :meth:`compute_outputs`."""
+    def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Eval: ``{"features", "logits" (with a classifier)}``; training: :meth:`compute_outputs`."""
         if not self.training:
-            return self._pool_and_neck(features)[1]
+            neck = self._pool_and_neck(features)[1]
+            outputs = {"features": neck}
+            if self.classifier is not None:
+                outputs["logits"] = self.classifier.base_logits(neck) * self.classifier.scale
+            return outputs
         return self.compute_outputs(features, targets)

@@ -23,7 +23,8 @@ class Baseline(nn.Module):
     """Single-branch reID model: ``losses(heads(backbone(normalise(images))))``.
 
     ``forward(batch)`` follows docs/design.md: training mode returns ``{loss_name: scalar}``
-    (already weighted), eval mode returns the retrieval features ``(N, D)``. ``batch`` is a loader
+    (already weighted), eval mode returns the head's named outputs: ``{"features": (N, D)}`` (the
+    retrieval embedding) plus ``"logits"`` (N, C, margin-free) when the head has a classifier. ``batch`` is a loader
     dict or a bare image tensor; images are uint8 or float on the 0-255 scale and are never
     modified in place.
 
@@ -75,6 +76,18 @@ class Baseline(nn.Module):
         images = images.to(device=self.pixel_mean.device, dtype=self.pixel_mean.dtype)
         return (images - self.pixel_mean) / self.pixel_std
 
+    def prepare_labels(self, batch: Batch, field: str) -> torch.Tensor:
+        """The batch's label field ``field`` on the model device (integers as int64, floats as float32,
+        booleans kept)."""
+        if not isinstance(batch, dict) or field not in batch:
+            present = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise KeyError(f"training needs the label field {field!r} in the batch (a loss reads it); the batch has "
+                           f"{present}: does the training dataset provide it?")
+        labels = torch.as_tensor(batch[field]).to(self.device)
+        if labels.dtype == torch.bool:
+            return labels
+        return labels.float() if labels.is_floating_point() else labels.long()
+
     def prepare_targets(self, batch: Batch) -> torch.Tensor:
         """The batch's identity labels as int64 on the model device.
 
@@ -105,15 +118,32 @@ class Baseline(nn.Module):
             return self.backbone(images, camids=camids)
         return self.backbone(images)
 
-    def losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor | None,
+               batch: Batch | None = None) -> dict[str, torch.Tensor]:
         """``{loss_name: weighted scalar}`` for every configured loss, computed in float32 even under
-        autocast (distances and log-sum-exps lose too much in fp16/bf16)."""
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            return {loss.loss_name: loss(outputs, targets) for loss in self.loss_modules}
+        autocast (distances and log-sum-exps lose too much in fp16/bf16).
 
-    def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+        A loss is called ``loss(outputs, targets)``; one that declares ``batch_fields = ("attributes",
+        "attribute_mask")`` (class attribute) is called ``loss(outputs, targets, fields)`` with those
+        batch fields on the model device (how a task's labels other than ``targets`` reach its loss).
+        """
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            result = {}
+            for loss in self.loss_modules:
+                names = tuple(getattr(loss, "batch_fields", ()))
+                if names:
+                    fields = {name: self.prepare_labels(batch, name) for name in names}
+                    result[loss.loss_name] = loss(outputs, targets, fields)
+                elif targets is None:
+                    raise KeyError(f"{type(loss).__name__} needs the batch field 'targets', which the batch lacks")
+                else:
+                    result[loss.loss_name] = loss(outputs, targets)
+            return result
+
+    def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor]:
         images = self.preprocess_image(batch)
         if self.training:
-            targets = self.prepare_targets(batch)
-            return self.losses(self.forward_outputs(images, targets, self.prepare_camids(batch)), targets)
+            # data without identities/classes (only other label fields) trains losses declaring batch_fields
+            targets = self.prepare_targets(batch) if not isinstance(batch, dict) or "targets" in batch else None
+            return self.losses(self.forward_outputs(images, targets, self.prepare_camids(batch)), targets, batch)
         return self.heads(self.backbone_features(images, self.prepare_camids(batch)))

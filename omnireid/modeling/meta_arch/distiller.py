@@ -49,13 +49,12 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
 
     A teacher that was itself trained as a distiller is rebuilt as its ``Baseline`` student.
     """
-    from omnireid.config import get_cfg
+    from omnireid.config import setup_cfg
 
     for key, path in (("KD.MODEL_CONFIG", config_path), ("KD.MODEL_WEIGHTS", weights_path)):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{key}[{index}]: file {path!r} does not exist")
-    cfg = get_cfg()
-    cfg.merge_from_file(config_path)
+    cfg = setup_cfg(config_path)
     teacher_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
     if teacher_classes <= 0:
         raise ValueError(f"KD.MODEL_CONFIG[{index}] {config_path!r} has MODEL.HEADS.NUM_CLASSES "
@@ -201,7 +200,7 @@ class Distiller(Baseline):
                      for teacher in teachers]
             return {"loss_kd": self.loss_weight * torch.stack(terms).mean()}
 
-    def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+    def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.training:
             return super().forward(batch)  # the student alone
         if not isinstance(batch, dict):
@@ -210,7 +209,7 @@ class Distiller(Baseline):
         targets = self.prepare_targets(batch)
         student = self.student_outputs(images, targets, self.prepare_camids(batch))
         teachers = [self.teacher_outputs(teacher, batch, targets) for teacher in self.teachers]
-        losses = self.losses(student, targets)
+        losses = self.losses(student, targets, batch)
         losses.update(self.distillation_losses(student, teachers))
         return losses
 

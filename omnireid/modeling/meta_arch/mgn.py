@@ -135,10 +135,12 @@ class MGN(nn.Module):
                     result[f"{loss.loss_name}_{group}"] = loss(metric_views[group], targets) * METRIC_WEIGHT
         return result
 
-    def forward(self, batch: dict | torch.Tensor) -> dict[str, torch.Tensor] | torch.Tensor:
+    def forward(self, batch: dict | torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training: the loss dict; eval: ``{"features": the 8 head features concatenated}``."""
         images = self.preprocess_image(batch)
         if self.training:
             targets = self.prepare_targets(batch)
             return self.losses(self.forward_outputs(images, targets), targets)
         maps = self.branch_maps(images)
-        return torch.cat([getattr(self, f"{name}_head")(maps[name]) for name in EVAL_ORDER], dim=1)
+        features = [getattr(self, f"{name}_head")(maps[name])["features"] for name in EVAL_ORDER]
+        return {"features": torch.cat(features, dim=1)}

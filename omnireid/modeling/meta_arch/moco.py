@@ -92,8 +92,9 @@ class MoCo(Baseline):
         return cls(memory=CrossBatchMemory(dim, cfg.MODEL.QUEUE_SIZE), backbone=backbone, heads=heads,
                    losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD)
 
-    def losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        result = super().losses(outputs, targets)
+    def losses(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor,
+               batch: dict | None = None) -> dict[str, torch.Tensor]:
+        result = super().losses(outputs, targets, batch)
         with torch.autocast(device_type=self.device.type, enabled=False):
             result["loss_mb"] = self.memory(outputs["features"], targets)
         return result

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from omnireid.config.config import (CfgNode, ConfigError, coerce, load_yaml_with_base, parse_value,
-                                    register_key_translator)
-from omnireid.config.defaults import get_cfg
+from .config import CfgNode, ConfigError, coerce, load_yaml_with_base, parse_value, register_key_translator
+from .defaults import get_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +284,19 @@ def translate_fastreid_config(path: str, *, generation: str | None = None, sched
     return result
 
 
+def _ignored_key_note(key: str, value: Any, source: str) -> str | None:
+    """The note for a FastReID key dropped as harmless, None for a key that is not dropped; an error
+    for a key that cannot be translated or whose value cannot be reproduced."""
+    if key in REJECTED_KEYS:
+        raise ConfigError(f"{source}: FastReID key {key}={value!r} cannot be translated: {REJECTED_KEYS[key]}")
+    if key not in IGNORED_KEYS:
+        return None
+    rule = IGNORED_KEYS[key]
+    if not rule.harmless(value):
+        raise ConfigError(f"{source}: FastReID key {key}={value!r} cannot be reproduced: {rule.why}")
+    return f"ignored {key}={value!r}: {rule.why}"
+
+
 def _translate_entries(raw: Mapping[str, Any], generation: str, path: str, schedule_unit: str | None,
                        iters_per_epoch: int | None, notes: list[str]) -> dict[str, Any]:
     """Translate the file's flat entries into our flat keys (not yet merged or type-checked)."""
@@ -293,13 +305,9 @@ def _translate_entries(raw: Mapping[str, Any], generation: str, path: str, sched
     for key, value in raw.items():
         if isinstance(value, str) and value.strip()[:1] in ("(", "["):
             value = parse_value(value)  # FastReID writes lists as Python tuples in strings
-        if key in REJECTED_KEYS:
-            raise ConfigError(f"{path}: FastReID key {key}={value!r} cannot be translated: {REJECTED_KEYS[key]}")
-        if key in IGNORED_KEYS:
-            rule = IGNORED_KEYS[key]
-            if not rule.harmless(value):
-                raise ConfigError(f"{path}: FastReID key {key}={value!r} cannot be reproduced: {rule.why}")
-            notes.append(f"ignored {key}={value!r}: {rule.why}")
+        ignored = _ignored_key_note(key, value, path)
+        if ignored:
+            notes.append(ignored)
             continue
         if key == "DATALOADER.PK_SAMPLER":
             naive = bool(raw.get("DATALOADER.NAIVE_WAY", False))
@@ -382,13 +390,9 @@ def _apply_model_form(merged: dict[str, Any], notes: list[str]) -> None:
 @register_key_translator
 def translate_legacy_key(node: CfgNode, full_key: str, value: Any, source: str) -> bool:
     """Config-load hook: one-to-one FastReID V1.0 renames, ignorable keys; errors for the rest."""
-    if full_key in REJECTED_KEYS:
-        raise ConfigError(f"{source}: FastReID key {full_key}={value!r} cannot be translated: {REJECTED_KEYS[full_key]}")
-    if full_key in IGNORED_KEYS:
-        rule = IGNORED_KEYS[full_key]
-        if not rule.harmless(value):
-            raise ConfigError(f"{source}: FastReID key {full_key}={value!r} cannot be reproduced: {rule.why}")
-        logger.info("%s: ignored %s=%r: %s", source, full_key, value, rule.why)
+    ignored = _ignored_key_note(full_key, value, source)
+    if ignored:
+        logger.info("%s: %s", source, ignored)
         return True
     if full_key in ("DATALOADER.PK_SAMPLER", "SOLVER.DELAY_ITERS", "SOLVER.WARMUP_EPOCHS") or \
             full_key.startswith("SOLVER.SWA"):

@@ -1,0 +1,41 @@
+"""Named model outputs: what an eval-mode model returns and how deployment picks from it.
+
+Every meta-architecture returns a dict in eval mode: ``features`` (N, D), the embedding used for
+retrieval, always; ``logits`` (N, C, margin-free class scores) when the model has a classifier;
+``attributes`` (N, A) when it has an attribute head; tasks may add more. Deployment (export, the
+PyTorch predictor, ``omnireid extract``) runs a model through :class:`NamedOutputs`, which returns
+plain tensors in a fixed order, so a traced graph has named tensor outputs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+EMBEDDING = "features"  # the output every model has, and the one deployment produces by default
+
+
+class NamedOutputs(nn.Module):
+    """``model(images)`` reduced to the outputs ``names``: one tensor for one name, else a tuple.
+
+    A model that already returns a bare tensor (a plain feature extractor) is taken as returning
+    ``{"features": tensor}``.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str] = (EMBEDDING,)) -> None:
+        super().__init__()
+        if not names:
+            raise ValueError("NamedOutputs needs at least one output name")
+        self.model = model
+        self.names = tuple(names)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = self.model(images)
+        if isinstance(outputs, torch.Tensor):
+            outputs = {EMBEDDING: outputs}
+        missing = [name for name in self.names if name not in outputs]
+        if missing:
+            raise KeyError(f"{type(self.model).__name__} has no output {missing}; its eval outputs are {sorted(outputs)}")
+        selected = tuple(outputs[name] for name in self.names)
+        return selected[0] if len(selected) == 1 else selected
