@@ -45,5 +45,5 @@ def test_recipe_models_build_and_run(name, height, dim):
                                       "MODEL.HEADS.NUM_CLASSES", "5"])
     model = build_model(cfg).eval()
     with torch.no_grad():
-        features = model(torch.randint(0, 256, (2, 3, height, 32), dtype=torch.uint8))
+        features = model(torch.randint(0, 256, (2, 3, height, 32), dtype=torch.uint8))["features"]
     assert features.shape == (2, dim) and torch.isfinite(features).all()

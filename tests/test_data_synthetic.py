@@ -69,12 +69,12 @@ def test_read_by_the_market1501_loader(synth):
     assert ds.num_train_cams <= 3
     assert len(ds.query) == summary.num_query_images
     assert len(ds.gallery) == summary.num_gallery_images - 2  # junk dropped
-    train_pids = {p for _, p, _ in ds.train}
-    query_pids = {p for _, p, _ in ds.query}
+    train_pids = {item["targets"] for item in ds.train}
+    query_pids = {item["targets"] for item in ds.query}
     assert len(query_pids) == 4 and not train_pids & query_pids
     # every query has a true match in another camera (the protocol can score it)
-    for _, pid, cam in ds.query:
-        assert any(g_pid == pid and g_cam != cam for _, g_pid, g_cam in ds.gallery)
+    for query in ds.query:
+        assert any(g["targets"] == query["targets"] and g["camids"] != query["camids"] for g in ds.gallery)
 
 
 def test_attributes_file(synth):

@@ -98,7 +98,7 @@ def test_parity_images_come_from_the_configured_test_set(synthetic_root):
     from omnireid.data.datasets import build_dataset
     from omnireid.data.transforms import build_transforms
 
-    first = build_dataset(cfg, "Market1501").query[0][0]
+    first = build_dataset(cfg, "Market1501").query[0]["img_path"]
     expected = build_transforms(cfg, is_train=False)(Image.open(first).convert("RGB"))
     assert torch.equal(images[0], expected)
     missing = make_cfg("bot_r18")  # DATASETS.ROOT points nowhere: synthetic images instead

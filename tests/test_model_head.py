@@ -131,3 +131,20 @@ def test_head_errors(feature_map):
     with pytest.raises(ValueError, match="HEADS.NAME.*EmbeddingHead"):
         build_heads(cfg)
     assert "EmbeddingHead" in HEAD_REGISTRY
+
+
+def test_named_outputs_selects_outputs_and_restricts_the_work(feature_map):
+    import copy
+
+    from omnireid.modeling import NamedOutputs
+
+    head = _head().eval()
+    full = head(feature_map)
+    features, logits = NamedOutputs(copy.deepcopy(head), ("features", "logits"))(feature_map)
+    torch.testing.assert_close(features, full["features"])
+    torch.testing.assert_close(logits, full["logits"])
+    embedding_only = NamedOutputs(copy.deepcopy(head))
+    torch.testing.assert_close(embedding_only(feature_map), full["features"])
+    assert embedding_only.model(feature_map).keys() == {"features"}  # no classifier work in a deployed graph
+    with pytest.raises(KeyError, match="no output \\['attributes'\\]"):
+        NamedOutputs(head, ("attributes",))(feature_map)

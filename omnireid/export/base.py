@@ -129,7 +129,7 @@ def deploy_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
     from omnireid.modeling.outputs import NamedOutputs
 
     clone = NamedOutputs(copy.deepcopy(model)).cpu().float().eval()
-    switched = switch_to_deploy(clone)
+    switched = switch_to_deploy(clone.model)  # module paths as the caller's model names them
     for parameter in clone.parameters():
         parameter.requires_grad_(False)
     return clone, switched

@@ -876,9 +876,6 @@ def convert_to_caffe(model: nn.Module, options: ExportOptions, name: str = "omni
         program = torch.export.export(model, (example,), strict=False)
     except Exception as exc:  # torch.export reports data-dependent control flow etc.
         raise ExportError(f"cannot capture the model's graph with torch.export for Caffe: {exc}") from exc
-    # outputs the deployed model does not return (e.g. class logits next to the embedding) are dead code
-    program.graph_module.graph.eliminate_dead_code()
-    program.graph_module.recompile()
     return CaffeConverter(program, options.batch_size, name=name).convert()
 
 

@@ -4,7 +4,9 @@ Every meta-architecture returns a dict in eval mode: ``features`` (N, D), the em
 retrieval, always; ``logits`` (N, C, margin-free class scores) when the model has a classifier;
 ``attributes`` (N, A) when it has an attribute head; tasks may add more. Deployment (export, the
 PyTorch predictor, ``omnireid extract``) runs a model through :class:`NamedOutputs`, which returns
-plain tensors in a fixed order, so a traced graph has named tensor outputs.
+plain tensors in a fixed order, so a traced graph has named tensor outputs. A module whose optional
+outputs cost work (a classifier's logits) has ``restrict_outputs(names)``; NamedOutputs calls it so
+the deployed graph computes only what it returns.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ class NamedOutputs(nn.Module):
     """``model(images)`` reduced to the outputs ``names``: one tensor for one name, else a tuple.
 
     A model that already returns a bare tensor (a plain feature extractor) is taken as returning
-    ``{"features": tensor}``.
+    ``{"features": tensor}``. Submodules with ``restrict_outputs(names)`` are told which outputs are
+    wanted (this configures ``model``: wrap a copy when the full outputs are still needed elsewhere).
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str] = (EMBEDDING,)) -> None:
@@ -29,6 +32,10 @@ class NamedOutputs(nn.Module):
             raise ValueError("NamedOutputs needs at least one output name")
         self.model = model
         self.names = tuple(names)
+        for module in model.modules():
+            restrict = getattr(module, "restrict_outputs", None)
+            if callable(restrict):
+                restrict(self.names)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         outputs = self.model(images)

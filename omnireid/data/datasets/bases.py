@@ -50,6 +50,8 @@ class TestSet:
     ``issame`` ((M,) bool); classification ``class_names``; attributes ``attribute_names``...
     """
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     name: str
     protocol: str
     items: list[Item]

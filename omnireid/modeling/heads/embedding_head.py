@@ -62,6 +62,7 @@ class EmbeddingHead(nn.Module):
         self.feat_dim = feat_dim
         self.classifier = (build_classifier(cls_layer, feat_dim, num_classes, scale=scale, margin=margin)
                            if num_classes > 0 else None)
+        self.eval_logits = self.classifier is not None  # see restrict_outputs
 
     @classmethod
     def from_config(cls, cfg: "CfgNode", in_channels: int | None = None) -> "EmbeddingHead":
@@ -98,12 +99,17 @@ class EmbeddingHead(nn.Module):
                                       else self.classifier.apply_margin(base, targets))
         return outputs
 
+    def restrict_outputs(self, names: tuple[str, ...]) -> None:
+        """Compute eval ``logits`` only when they are asked for (an exported embedding model has no
+        classifier in its graph)."""
+        self.eval_logits = self.classifier is not None and "logits" in names
+
     def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Eval: ``{"features", "logits" (with a classifier)}``; training: :meth:`compute_outputs`."""
         if not self.training:
             neck = self._pool_and_neck(features)[1]
             outputs = {"features": neck}
-            if self.classifier is not None:
+            if self.eval_logits:
                 outputs["logits"] = self.classifier.base_logits(neck) * self.classifier.scale
             return outputs
         return self.compute_outputs(features, targets)
