@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "omnireid.cli.index",
     "omnireid.cli.report",
     "omnireid.cli.serve",
+    "omnireid.cli.predict",
 )
 
 
