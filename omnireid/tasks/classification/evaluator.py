@@ -12,6 +12,7 @@ from omnireid.evaluation import EVALUATOR_REGISTRY, SampleEvaluator, register_pr
 from omnireid.evaluation.classification import (
     DEFAULT_TOPK, ClassificationAccumulator, confusion_csv, confusion_png, per_class_csv, true_class_rank,
 )
+from omnireid.evaluation.headline import register_headline_metric
 from omnireid.utils import comm
 from omnireid.utils.file_io import atomic_write_bytes, atomic_write_text
 
@@ -69,3 +70,8 @@ class ClassificationEvaluator(SampleEvaluator):
             logger.info("%s: confusion matrix and per-class accuracy written to %s_{confusion.csv,confusion.png,"
                         "per_class.csv}", self.name, base)
         return metrics.summary()
+
+
+@register_headline_metric("classification", name="Top-1")
+def _classification_headline(metrics: dict[str, float]) -> float:
+    return metrics["Top-1"]

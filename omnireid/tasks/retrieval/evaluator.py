@@ -12,6 +12,7 @@ import torch
 
 from omnireid.evaluation import EVALUATOR_REGISTRY, SampleEvaluator, register_protocol
 from omnireid.evaluation.distance import get_metric
+from omnireid.evaluation.headline import register_headline_metric
 from omnireid.evaluation.retrieval import DEFAULT_RECALL_KS, evaluate_retrieval
 
 
@@ -59,3 +60,10 @@ class RetrievalEvaluator(SampleEvaluator):
         if not 0 < n < len(labels):
             raise ValueError(f"num_query={n} but {len(labels)} samples were processed: no query or no gallery")
         return evaluate_retrieval(features[:n], labels[:n], features[n:], labels[n:], **options).summary()
+
+
+@register_headline_metric("retrieval", name="Recall@1")
+def _retrieval_headline(metrics: dict[str, float]) -> float:
+    """Recall at the smallest K reported (Recall@1 unless TEST.RECALLS leaves it out)."""
+    recalls = [k for k in metrics if k.startswith("Recall@")]
+    return metrics[min(recalls, key=lambda k: int(k.split("@", 1)[1]))]
