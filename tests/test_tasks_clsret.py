@@ -18,7 +18,6 @@ from omnireid.config import get_cfg
 from omnireid.data import TestSet as Split  # (a name pytest does not collect)
 from omnireid.evaluation import build_evaluator
 from omnireid.evaluation.retrieval import evaluate_retrieval
-from omnireid.modeling.losses.cross_entropy import cross_entropy_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,21 +66,6 @@ def test_classification_evaluator_writes_artefacts(tmp_path):
     assert rows[0][1:] == names and rows[3] == ["bird", "0", "1", "2"]
     assert Image.open(tmp_path / "Pets_confusion.png").format == "PNG"
     assert (tmp_path / "Pets_per_class.csv").read_text().splitlines()[1] == "cat,3,3,100.0000"
-
-
-def test_soft_target_cross_entropy_is_the_mix_of_the_hard_ones():
-    torch.manual_seed(0)
-    logits = torch.randn(6, 5)
-    a, b = torch.randint(0, 5, (6,)), torch.randint(0, 5, (6,))
-    lam = 0.3
-    soft = lam * torch.nn.functional.one_hot(a, 5).float() + (1 - lam) * torch.nn.functional.one_hot(b, 5).float()
-    for eps in (0.0, 0.1):
-        per_a = torch.stack([cross_entropy_loss(logits[i : i + 1], a[i : i + 1], eps) for i in range(6)])
-        per_b = torch.stack([cross_entropy_loss(logits[i : i + 1], b[i : i + 1], eps) for i in range(6)])
-        expected = (lam * per_a + (1 - lam) * per_b).mean()
-        assert cross_entropy_loss(logits, soft, eps) == pytest.approx(expected.item(), rel=1e-6)
-        hard = torch.nn.functional.one_hot(a, 5).float()
-        assert cross_entropy_loss(logits, hard, eps) == pytest.approx(cross_entropy_loss(logits, a, eps).item())
 
 
 def classifier_cfg(*opts):
