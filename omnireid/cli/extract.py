@@ -3,8 +3,10 @@
     omnireid extract --artifact deploy/onnx/model.onnx --images photos/ --output features.npz
     omnireid extract --config-file F MODEL.WEIGHTS model_final.pth --dataset Market1501:query --output q.npz
 
-The ``.npz`` holds ``features`` (N, D) float32 and ``paths``; dataset splits add ``pids`` and
-``camids``. Images go through the config's test transform, resized to the artifact's input size.
+The ``.npz`` holds ``features`` (N, D) float32 and ``paths``; dataset splits add their integer
+label fields (reID: ``pids`` for ``targets``, and ``camids``). SPLIT is ``train``, ``test`` (every
+test set, in order), a test set's name, or ``query`` / ``gallery`` of a reID dataset. Images go through
+the config's test transform, resized to the artifact's input size.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from omnireid.cli.main import COMMAND_REGISTRY
 logger = logging.getLogger("omnireid")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SPLITS = ("train", "query", "gallery")
+SPLITS = ("train", "test", "<test set name>", "query", "gallery")
+# npz names of item fields (targets are reID identities: "pids", as before)
+ARRAY_NAMES = {"targets": "pids"}
 
 
 def _add_extract_flags(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
@@ -52,12 +56,24 @@ def dataset_split(cfg, spec: str) -> list[dict]:
     from omnireid.data.datasets import build_dataset
 
     name, _, split = spec.partition(":")
-    if split not in SPLITS:
-        raise ValueError(f"--dataset {spec!r}: expected NAME:SPLIT with SPLIT one of {', '.join(SPLITS)}")
-    items = getattr(build_dataset(cfg, name), split)
-    if not items:
+    dataset = build_dataset(cfg, name)
+    test_sets = dataset.test_sets()
+    splits = {"train": dataset.train, "test": [item for test in test_sets for item in test.items],
+              **{test.name: test.items for test in test_sets},
+              **{key: getattr(dataset, key) for key in ("query", "gallery") if hasattr(dataset, key)}}
+    if split not in splits:
+        raise ValueError(f"--dataset {spec!r}: expected NAME:SPLIT with SPLIT one of {', '.join(splits)}")
+    if not splits[split]:
         raise ValueError(f"--dataset {spec}: the split is empty")
-    return list(items)
+    return list(splits[split])
+
+
+def label_arrays(items: list[dict]) -> dict[str, np.ndarray]:
+    """Every integer label field all items carry, as int64 arrays (``targets`` saved as ``pids``)."""
+    fields = [key for key, value in items[0].items()
+              if isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+              and all(isinstance(item.get(key), (int, np.integer)) for item in items)]
+    return {ARRAY_NAMES.get(key, key): np.array([item[key] for item in items], dtype=np.int64) for key in fields}
 
 
 def extract_features(predictor, paths: list[str], transform, batch_size: int) -> np.ndarray:
@@ -102,16 +118,12 @@ def run_extract(args: argparse.Namespace) -> int:
         logger.info("The artifact declares no input size; using INPUT.SIZE_TEST %s", list(cfg.INPUT.SIZE_TEST))
     transform = inference_transform(cfg, size)
     if args.images is not None:
-        paths, pids, camids = list_images(args.images), None, None
+        paths, labels = list_images(args.images), {}
     else:
         items = dataset_split(cfg, args.dataset)
-        paths = [item["img_path"] for item in items]
-        pids = np.array([item["targets"] for item in items], dtype=np.int64)
-        camids = np.array([item["camids"] for item in items], dtype=np.int64)
+        paths, labels = [item["img_path"] for item in items], label_arrays(items)
     features = extract_features(predictor, paths, transform, args.batch_size)
-    arrays = {"features": features, "paths": np.array(paths)}
-    if pids is not None:
-        arrays.update(pids=pids, camids=camids)
+    arrays = {"features": features, "paths": np.array(paths), **labels}
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
     np.savez(args.output, **arrays)
