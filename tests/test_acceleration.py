@@ -101,3 +101,18 @@ def test_native_bf16_detection_follows_the_cpu_flags(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert hardware.cpu_has_native_bf16() is True
 
+
+
+def test_cpu_amp_auto_uses_bf16_only_where_native(monkeypatch, caplog):
+    from omnireid.engine import trainer
+
+    cfg = tiny_cfg("SOLVER.AMP.ENABLED", "True")
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer._autocast_dtype(cfg, CPU) is torch.bfloat16
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        assert trainer._autocast_dtype(cfg, CPU) is None
+    assert "no native bf16" in caplog.text
+    forced = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bf16")
+    assert trainer._autocast_dtype(forced, CPU) is torch.bfloat16
+

@@ -160,7 +160,7 @@ def test_training_with_precise_bn(synthetic_root, tmp_path, make_tiny_cfg):
 
 def test_bf16_autocast_training_on_cpu(synthetic_root, tmp_path, make_tiny_cfg):
     cfg = make_tiny_cfg(synthetic_root, str(tmp_path / "amp"), "SOLVER.AMP.ENABLED", "True",
-                        "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0")
+                        "SOLVER.AMP.DTYPE", "bf16", "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0")
     default_setup(cfg)
     trainer = Trainer(cfg)
     assert trainer.amp_dtype is torch.bfloat16 and not trainer.scaler.is_enabled()

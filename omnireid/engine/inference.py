@@ -43,7 +43,7 @@ def extract_features(model: nn.Module, batch: dict[str, Any], flip: bool = False
     return outputs
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def inference_on_dataset(model: nn.Module, loader, evaluator: Evaluator, device: torch.device,
                          flip: bool = False) -> dict[str, float]:
     """Run the model over ``loader`` in eval mode and feed ``evaluator`` the batch and the model's

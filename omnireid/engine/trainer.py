@@ -15,8 +15,10 @@ from omnireid.config import CfgNode, ConfigError
 from omnireid.data import TestSet, TrainData, build_test_loader, build_test_sets, build_train_loader
 from omnireid.evaluation import build_evaluator
 from omnireid.modeling import build_model
+from omnireid.modeling.acceleration import accelerate
 from omnireid.solver import build_lr_scheduler, build_optimizer
 from omnireid.utils import comm
+from omnireid.utils.hardware import cpu_has_native_bf16
 from omnireid.utils.registry import Registry
 
 from . import hooks as H
@@ -76,7 +78,13 @@ def _autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
     choice = cfg.SOLVER.AMP.DTYPE
     dtypes = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if choice == "auto":
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
+        if device.type == "cuda":
+            return torch.float16
+        if not cpu_has_native_bf16():
+            logger.warning("SOLVER.AMP: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is "
+                           "slower than fp32; training in fp32 (set SOLVER.AMP.DTYPE bf16 to force it)")
+            return None
+        return torch.bfloat16
     if choice not in dtypes:
         raise ValueError(f"SOLVER.AMP.DTYPE must be auto, fp16 or bf16; got {choice!r}")
     if device.type == "cpu" and dtypes[choice] is torch.float16:
@@ -165,7 +173,8 @@ class Trainer(TrainerBase):
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
         """``MODEL.META_ARCHITECTURE`` on ``MODEL.DEVICE`` (weights are loaded by the caller)."""
-        return build_model(cfg).to(comm.resolve_device(cfg.MODEL.DEVICE))
+        device = comm.resolve_device(cfg.MODEL.DEVICE)
+        return accelerate(cfg, build_model(cfg).to(device), device)  # MODEL.CHANNELS_LAST / MODEL.COMPILE
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
