@@ -57,7 +57,7 @@ class Variant:
 def shared_overrides(args: argparse.Namespace) -> list[str]:
     return ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES",
             str(args.num_classes), "INPUT.SIZE_TRAIN", str(list(args.size)), "SOLVER.IMS_PER_BATCH", str(args.batch),
-            "SOLVER.AMP.ENABLED", "False"]
+            "SOLVER.AMP.ENABLED", "False", "DATALOADER.NUM_INSTANCE", "4"]  # K = 4 as make_batch (SBS: 16)
 
 
 def make_batch(args: argparse.Namespace) -> dict:
