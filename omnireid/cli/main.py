@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "omnireid.cli.report",
     "omnireid.cli.serve",
     "omnireid.cli.predict",
+    "omnireid.cli.tune",
 )
 
 
