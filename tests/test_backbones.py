@@ -568,8 +568,8 @@ def test_vit_pretrained_remap_resamples_positions_and_drops_the_classifier(tmp_p
     state["head.weight"] = torch.zeros(10, 16)
     torch.save(state, tmp_path / "vit.pth")
     target = VisionTransformer((64, 32), stride_size=(12, 12), embed_dim=16, depth=1, num_heads=2)
-    missing, unexpected = load_pretrained_weights(target, str(tmp_path / "vit.pth"), remap=_pretrained_remap(target))
-    assert missing == [] and unexpected == []
+    report = load_pretrained_weights(target, str(tmp_path / "vit.pth"), remap=_pretrained_remap(target))
+    assert report.complete
     grid = target.patch_embed.num_y * target.patch_embed.num_x
     assert target.pos_embed.shape == (1, 1 + grid, 16)
     assert torch.equal(target.pos_embed[:, :1], state["pos_embed"][:, :1])  # CLS slot kept

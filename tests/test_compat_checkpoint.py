@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from omnireid.compat import convert_fastreid, load_fastreid_checkpoint, rename_fastreid_keys
+from omnireid.modeling.weights import WeightsError
 from omnireid.config import get_cfg
 from omnireid.modeling import build_model
 
@@ -87,7 +88,8 @@ def test_wrong_config_for_the_weights_is_a_clear_error(tmp_path):
     torch.save({"model": old}, path)
     config = tmp_path / "fr.yml"
     config.write_text(PRE_V1_R18.replace("DEPTH: 18", "DEPTH: 34"))
-    with pytest.raises(RuntimeError, match=r"(?s)does not match the model.*missing from the checkpoint.*layer1\.2"):
+    with pytest.raises(WeightsError, match=r"old.pth does not fit the Baseline.*missing from the file \(.*layer1\.2.*"
+                                          r"wrong config for these weights"):
         convert_fastreid(str(config), str(path), str(tmp_path / "out"))
 
 

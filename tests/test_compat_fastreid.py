@@ -17,8 +17,8 @@ fastreid_get_cfg, fastreid_build_model, EventStorage = _config.get_cfg, _modelin
 
 from omnireid.compat import convert_fastreid  # noqa: E402
 from omnireid.config import get_cfg  # noqa: E402
-from omnireid.engine.checkpoint import load_model_weights  # noqa: E402
 from omnireid.modeling import build_model  # noqa: E402
+from omnireid.modeling.weights import load_weights  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -131,7 +131,7 @@ def check_same_features(yaml_text: str, height: int, tmp_path) -> None:
     cfg = get_cfg()
     cfg.merge_from_file(converted.config_path)
     model = build_model(cfg)
-    load_model_weights(model, cfg.MODEL.WEIGHTS)
+    load_weights(model, cfg.MODEL.WEIGHTS, strict=True)
     model.eval()
     expected, actual = features(reference, model, height)
     assert expected.shape == actual.shape

@@ -9,8 +9,8 @@ import os
 import torch
 
 from omnireid.compat import convert_fastreid
-from omnireid.engine.checkpoint import load_model_weights
 from omnireid.modeling import build_model
+from omnireid.modeling.weights import load_weights
 from test_compat_fastreid import build_fastreid_reference, fastreid_yaml, features
 
 
@@ -22,7 +22,7 @@ def test_torchvision_stem_pooling_would_not_reproduce_fastreid(tmp_path):
     converted = convert_fastreid(config_path, weights_path, str(tmp_path / "converted"),
                                  opts=["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.STEM_POOL_CEIL", "False"])
     model = build_model(converted.cfg)
-    load_model_weights(model, converted.weights_path)
+    load_weights(model, converted.weights_path, strict=True)
     model.eval()
     expected, actual = features(reference, model, height)
     assert (expected - actual).abs().max().item() > 1e-2

@@ -103,3 +103,57 @@ def test_overhaul_with_ema_teacher_resumes_exactly(synthetic_root, teacher_run, 
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
     # the EMA teacher followed the student without being equal to it
     assert not torch.equal(a["ema_teacher.backbone.conv1.weight"], a["backbone.conv1.weight"])
+
+
+def test_trained_student_deploys_without_its_teacher_files(synthetic_root, teacher_run, tmp_path):
+    """A DistillerOverhaul + EMA student exports, extracts, evaluates and loads in Predictor on its own: its
+    checkpoint holds connectors.* and ema_teacher.* (training-only) and the teacher files are gone."""
+    import shutil
+
+    import numpy as np
+
+    from omnireid.cli.main import main
+    from omnireid.config import get_cfg
+    from omnireid.export.parity import inference_transform, load_images
+    from omnireid.inference import Predictor
+    from omnireid.modeling.meta_arch import Baseline
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    for name in ("config.yaml", "model_final.pth"):
+        shutil.copy(os.path.join(teacher_run, name), teacher / name)
+    out = str(tmp_path / "student")
+    run(tiny_reid_cfg(synthetic_root, out, *FAST, *kd_opts(str(teacher), "DistillerOverhaul"),
+                      "KD.EMA.ENABLED", "True", "KD.EMA.MOMENTUM", "0.5"))
+    shutil.rmtree(teacher)
+    config, weights = os.path.join(out, "config.yaml"), os.path.join(out, "model_final.pth")
+    saved = load_checkpoint_file(weights)["model"]
+    assert any(k.startswith("connectors.") for k in saved) and any(k.startswith("ema_teacher.") for k in saved)
+
+    # the reference: the student's own entries in a Baseline, loaded by hand
+    cfg = get_cfg()
+    cfg.merge_from_file(config)
+    student = Baseline.from_config(cfg)
+    student.load_state_dict({k: v for k, v in saved.items() if not k.startswith(("connectors.", "ema_teacher."))})
+    student.eval()
+
+    onnx_dir = tmp_path / "onnx"
+    assert main(["export", "--config-file", config, "MODEL.WEIGHTS", weights, "--format", "onnx",
+                 "--output", str(onnx_dir), "--parity-images", "4", "--latency-runs", "1"]) == 0
+    assert json.loads((onnx_dir / "export_report.json").read_text())["parity"]["passed"]
+
+    npz = tmp_path / "query.npz"
+    assert main(["extract", "--config-file", config, "MODEL.WEIGHTS", weights, "--dataset", "Market1501:query",
+                 "--output", str(npz)]) == 0
+    extracted = np.load(npz)
+    images = load_images(list(extracted["paths"]), inference_transform(cfg))
+    with torch.no_grad():
+        expected = student(images.float()).numpy()
+    np.testing.assert_allclose(extracted["features"], expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(Predictor.from_artifact(str(onnx_dir / "model.onnx"))(images), expected,
+                               atol=1e-3, rtol=0)
+    pytorch = Predictor.from_artifact(weights, device="cpu")  # config.yaml next to the checkpoint
+    np.testing.assert_allclose(pytorch(images), expected, atol=1e-5, rtol=0)
+
+    assert main(["train", "--eval-only", "--config-file", config, "MODEL.WEIGHTS", weights,
+                 "OUTPUT_DIR", str(tmp_path / "eval")]) == 0

@@ -10,7 +10,8 @@ import torch
 from export_models import INPUT_SIZE, build_eval_model, parity_batch, recipe_opts
 
 from omnireid.export import ExportOptions, export_model
-from omnireid.inference import PREDICTOR_BACKENDS, Predictor, load_weights_strict
+from omnireid.inference import PREDICTOR_BACKENDS, Predictor
+from omnireid.modeling.weights import WeightsError, load_weights
 
 _FORMATS = [("onnx", "model.onnx", "onnxruntime"), ("torchscript", "model.ts", "torchscript")]
 if importlib.util.find_spec("openvino"):
@@ -61,11 +62,22 @@ def test_pytorch_checkpoint_backend_uses_the_config(exported):
 def test_strict_weights_reject_a_mismatching_checkpoint(exported, tmp_path):
     root, _, _ = exported
     model, _ = build_eval_model("bot_r50_ibn")
-    with pytest.raises(RuntimeError, match="does not match the model"):
-        load_weights_strict(model, str(root / "model.pth"))
+    with pytest.raises(WeightsError, match=r"model.pth does not fit the Baseline built from the config: 215 missing "
+                                           r"from the file \(.*layer1.0.bn1.IN.weight.*28 with another shape \("
+                                           r"backbone.layer1.0.conv1.weight: \(64, 64, 3, 3\) in the file vs "
+                                           r"\(64, 64, 1, 1\) in the model"):
+        load_weights(model, str(root / "model.pth"), strict=True)
     no_classifier, _ = build_eval_model("bot_r18", "MODEL.HEADS.NUM_CLASSES", "0")
-    with pytest.raises(RuntimeError, match="NUM_CLASSES differs from training"):
-        load_weights_strict(no_classifier, str(root / "model.pth"))
+    with pytest.raises(WeightsError, match=r"1 not in the model \(heads.classifier.weight\)"):
+        load_weights(no_classifier, str(root / "model.pth"), strict=True)
+    config_file, opts = recipe_opts("bot_r18")
+    with pytest.raises(WeightsError, match=r"config.yaml that training wrote"):  # the deployment path says what to do
+        Predictor.from_artifact(str(root / "model.pth"), config_file=config_file,
+                                opts=[*opts, "MODEL.HEADS.NUM_CLASSES", "0"], device="cpu")
+    # nothing was copied before the error: the model keeps its own weights
+    fresh, _ = build_eval_model("bot_r18", "MODEL.HEADS.NUM_CLASSES", "0")
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(no_classifier.state_dict()[key], value), key
 
 
 def test_bad_inputs_and_artifacts_are_clear_errors(exported, tmp_path):

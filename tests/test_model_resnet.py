@@ -102,8 +102,8 @@ def test_torchvision_weights_load_and_give_identical_features(tmp_path, depth, t
     torch.save(tv.state_dict(), path)
 
     plain = build_backbone(_cfg(depth, last_stride=2))
-    missing, unexpected = load_pretrained_weights(plain, str(path), ignore_prefixes=("fc.",))
-    assert missing == [] and unexpected == []
+    report = load_pretrained_weights(plain, str(path), ignore_prefixes=("fc.",))
+    assert report.complete and report.ignored == ("fc.bias", "fc.weight")
 
     with caplog.at_level(logging.INFO):
         model = build_backbone(_cfg(depth, last_stride=2, pretrain=True, pretrain_path=str(path)))
@@ -120,10 +120,10 @@ def test_pretrained_ibn_reports_missing_and_unexpected_keys(tmp_path, caplog):
     torch.save({"model": {f"module.{k}": v for k, v in tv.state_dict().items()}}, path)  # wrapped DDP checkpoint
     model = build_backbone(_cfg("18x", with_ibn=True))
     with caplog.at_level(logging.WARNING):
-        missing, unexpected = load_pretrained_weights(model, str(path), ignore_prefixes=("fc.",))
-    assert "layer1.0.bn1.IN.weight" in missing and "layer1.0.bn1.BN.weight" in missing
-    assert "layer1.0.bn1.weight" in unexpected
-    assert "layer4.0.bn1.weight" not in unexpected  # stage 4 has no IBN: loaded normally
+        report = load_pretrained_weights(model, str(path), ignore_prefixes=("fc.",))
+    assert "layer1.0.bn1.IN.weight" in report.missing and "layer1.0.bn1.BN.weight" in report.missing
+    assert "layer1.0.bn1.weight" in report.unexpected
+    assert "layer4.0.bn1.weight" in report.loaded  # stage 4 has no IBN: loaded normally
     assert "Missing keys" in caplog.text and "Unexpected keys" in caplog.text
 
 
@@ -173,7 +173,7 @@ def test_backbone_loads_from_a_whole_model_checkpoint(tmp_path):
     path = tmp_path / "model_final.pth"
     torch.save({"model": source.state_dict(), "iteration": 10}, path)
     target = build_backbone(_cfg("18x"))
-    missing, unexpected = load_pretrained_weights(target, str(path))
-    assert missing == [] and unexpected == []
+    report = load_pretrained_weights(target, str(path))
+    assert report.complete
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(target.state_dict()[key], value)

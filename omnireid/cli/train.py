@@ -24,9 +24,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from omnireid.config import setup_cfg
-    from omnireid.engine import default_setup, distributed_context, load_model_weights
+    from omnireid.engine import default_setup, distributed_context
     from omnireid.engine.setup import save_config
     from omnireid.engine.trainer import trainer_class
+    from omnireid.modeling import build_deployable_model, build_model
+    from omnireid.utils import comm
 
     cfg = setup_cfg(args.config_file, args.opts)
     trainer_cls = trainer_class(cfg)
@@ -34,11 +36,12 @@ def run_train(args: argparse.Namespace) -> int:
         default_setup(cfg)
         if args.eval_only:
             save_config(cfg, cfg.OUTPUT_DIR)
-            model = trainer_cls.build_model(cfg)
-            if cfg.MODEL.WEIGHTS:
-                load_model_weights(model, cfg.MODEL.WEIGHTS)
+            if cfg.MODEL.WEIGHTS:  # the deployable model, every weight from the file (a distiller: its student)
+                model = build_deployable_model(cfg, cfg.MODEL.WEIGHTS)
             else:
                 logger.warning("--eval-only without MODEL.WEIGHTS: evaluating an untrained model")
+                model = build_model(cfg, deploy=True)
+            model.to(comm.resolve_device(cfg.MODEL.DEVICE))
             trainer_cls.test(cfg, model)
             del model
             return 0

@@ -9,7 +9,6 @@ from .fastreid_checkpoint import (
     convert_fastreid,
     fastreid_model_state,
     load_fastreid_checkpoint,
-    match_to_model,
     rename_fastreid_keys,
 )
 from omnireid.config.fastreid import (
@@ -22,6 +21,6 @@ from omnireid.config.fastreid import (
 
 __all__ = [
     "FASTREID_DEFAULTS", "KEY_RULES", "STATE_DICT_RULES", "Conversion", "FastReIDConfig", "convert_fastreid",
-    "detect_generation", "fastreid_model_state", "load_fastreid_checkpoint", "match_to_model",
-    "rename_fastreid_keys", "translate_fastreid_config",
+    "detect_generation", "fastreid_model_state", "load_fastreid_checkpoint", "rename_fastreid_keys",
+    "translate_fastreid_config",
 ]

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from omnireid.config import CfgNode
 from omnireid.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint_file
@@ -117,11 +116,10 @@ def fastreid_model_state(checkpoint: Mapping[str, Any], source: str = "<checkpoi
 
 @dataclass
 class MappedState:
-    """Our state dict, the renames applied (``{rule: count}``), notes, and the FastReID pixel statistics."""
+    """Our state dict, the renames applied (``{rule: [(old, new), ...]}``) and the FastReID pixel statistics."""
 
     state: dict[str, torch.Tensor]
     renames: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
     pixel_stats: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -142,36 +140,6 @@ def rename_fastreid_keys(state: Mapping[str, torch.Tensor]) -> MappedState:
             raise RuntimeError(f"two FastReID parameters map to {new_key!r} (the second is {key!r})")
         result.state[new_key] = tensor
     return result
-
-
-def match_to_model(mapped: MappedState, model: nn.Module, source: str = "<checkpoint>") -> dict[str, torch.Tensor]:
-    """Our full state dict for ``model``: every entry must be present with the model's shape.
-
-    The only tolerated gap is ``num_batches_tracked`` (not saved by some FastReID versions; unused in
-    eval mode), taken from the model with a note.
-    """
-    own = model.state_dict()
-    missing = [k for k in own if k not in mapped.state]
-    unexpected = [k for k in mapped.state if k not in own]
-    shapes = [f"{k}: {tuple(mapped.state[k].shape)} in {source}, {tuple(own[k].shape)} in the model"
-              for k in own if k in mapped.state and mapped.state[k].shape != own[k].shape]
-    filled = [k for k in missing if k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if k not in filled]
-    if missing or unexpected or shapes:
-        lines = [f"{source} does not match the model built from the translated config:"]
-        if missing:
-            lines.append(f"  missing from the checkpoint ({len(missing)}): {', '.join(missing[:12])}")
-        if unexpected:
-            lines.append(f"  not in the model ({len(unexpected)}): {', '.join(unexpected[:12])}")
-        if shapes:
-            lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes[:6]))
-        lines.append("  (wrong config for these weights? compare MODEL.BACKBONE.* / MODEL.HEADS.* with the "
-                     "FastReID config the model was trained with)")
-        raise RuntimeError("\n".join(lines))
-    if filled:
-        mapped.notes.append(f"{len(filled)} num_batches_tracked counters absent from {source}: kept the model's")
-    state = {k: mapped.state[k] if k in mapped.state else own[k] for k in own}
-    return {k: v.to(dtype=own[k].dtype) for k, v in state.items()}
 
 
 def classifier_classes(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -205,6 +173,7 @@ def convert_fastreid(config_file: str, weights: str | None, output_dir: str, *, 
     key and shape checked, so a wrong config fails here rather than giving different features.
     """
     from omnireid.modeling import build_model
+    from omnireid.modeling.weights import load_weights
 
     translated = translate_fastreid_config(config_file, generation=generation, schedule_unit=schedule_unit,
                                            iters_per_epoch=iters_per_epoch, opts=opts)
@@ -235,11 +204,15 @@ def convert_fastreid(config_file: str, weights: str | None, output_dir: str, *, 
         build_cfg = cfg.clone()
         build_cfg.MODEL.DEVICE = "cpu"
         model = build_model(build_cfg)
-        state = match_to_model(mapped, model, weights)
-        model.load_state_dict(state, strict=True)
-        atomic_torch_save({"model": model.state_dict()}, weights_path)
+        loaded = load_weights(model, mapped.state, strict=True, source_name=weights,
+                              hint="wrong config for these weights? compare MODEL.BACKBONE.* / MODEL.HEADS.* with "
+                                   "the FastReID config the model was trained with")
+        if loaded.benign_missing:
+            notes.append(f"{len(loaded.benign_missing)} num_batches_tracked counters absent from {weights}: "
+                         "kept the model's")
+        state = model.state_dict()
+        atomic_torch_save({"model": state}, weights_path)
         cfg.MODEL.WEIGHTS = os.path.abspath(weights_path)
-        notes.extend(mapped.notes)
         notes.append(f"wrote {len(state)} tensors to {weights_path}")
         for why, pairs in mapped.renames.items():
             rename_lines.append(f"{why}: {len(pairs)} key(s)")

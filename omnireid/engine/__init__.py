@@ -1,5 +1,5 @@
 """Training and evaluation engine: a hook-driven loop, the trainer's build_* seams, demos."""
-from .checkpoint import Checkpointer, load_model_weights, unwrap
+from .checkpoint import Checkpointer, unwrap
 from .hooks import EvalHook, HookBase
 from .inference import extract_features, format_results_table, inference_on_dataset, move_batch
 from .launch import distributed_context
@@ -8,5 +8,5 @@ from .trainer import MODEL_SHAPE_REGISTRY, TRAINER_REGISTRY, Trainer, TrainerBas
 
 __all__ = ["MODEL_SHAPE_REGISTRY", "TRAINER_REGISTRY", "Checkpointer", "EvalHook", "HookBase", "Trainer",
            "TrainerBase", "default_setup", "distributed_context", "evaluate", "extract_features",
-           "format_results_table", "inference_on_dataset", "load_model_weights", "move_batch", "save_metadata",
+           "format_results_table", "inference_on_dataset", "move_batch", "save_metadata",
            "seed_everything", "setup_cfg", "setup_logging", "trainer_class", "unwrap"]

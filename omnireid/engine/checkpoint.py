@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from omnireid.utils import comm
-from omnireid.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint_file
+from omnireid.utils.file_io import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +49,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_model_weights(model: nn.Module, path: str) -> None:
-    """Load a checkpoint's ``model`` state dict (or a bare state dict), reporting key mismatches."""
-    ckpt = load_checkpoint_file(path)
-    state = ckpt.get("model", ckpt)
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RuntimeError(f"{path}: 'model' is not a state dict of tensors")
-    target = unwrap(model)
-    own = target.state_dict()
-    shape_mismatch = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    for key in shape_mismatch:
-        logger.warning("Skip %s from %s: shape %s in the file, %s in the model",
-                       key, path, tuple(state[key].shape), tuple(own[key].shape))
-    state = {k: v for k, v in state.items() if k not in shape_mismatch}
-    result = target.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        logger.warning("Keys of the model missing from %s: %s", path, ", ".join(result.missing_keys))
-    if result.unexpected_keys:
-        logger.warning("Keys in %s not used by the model: %s", path, ", ".join(result.unexpected_keys))
-    logger.info("Loaded model weights from %s", path)
 
 
 class Checkpointer:

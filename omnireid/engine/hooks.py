@@ -59,6 +59,34 @@ class LRScheduler(HookBase):
         self.scheduler.step()
 
 
+class ModelCallbacks(HookBase):
+    """Calls the training callbacks a model declares, so models never import the engine.
+
+    A model may define ``on_train_start(start_iter: int)`` (called once before the first step;
+    ``start_iter`` is 0 from scratch, the resumed iteration otherwise) and ``on_step_end(iteration:
+    int)`` (after each optimizer step). Registered before the checkpointer, so a checkpoint holds the
+    state after this step's callback (e.g. a distiller's EMA teacher average).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @staticmethod
+    def wanted(model: nn.Module) -> bool:
+        """Whether ``model`` declares any callback (the trainer registers this hook only then)."""
+        return any(callable(getattr(model, name, None)) for name in ("on_train_start", "on_step_end"))
+
+    def before_train(self) -> None:
+        callback = getattr(self.model, "on_train_start", None)
+        if callable(callback):
+            callback(self.trainer.start_iter)
+
+    def after_step(self) -> None:
+        callback = getattr(self.model, "on_step_end", None)
+        if callable(callback):
+            callback(self.trainer.iter)
+
+
 class FreezeLayers(HookBase):
     """Keep the named modules fixed (eval mode, no updates) for the first ``freeze_iters`` steps.
 

@@ -16,13 +16,14 @@ from omnireid.data import TestSet, TrainData, build_test_loader, build_test_sets
 from omnireid.evaluation import build_evaluator
 from omnireid.modeling import build_model
 from omnireid.modeling.acceleration import accelerate
+from omnireid.modeling.weights import load_weights
 from omnireid.solver import build_lr_scheduler, build_optimizer
 from omnireid.utils import comm
 from omnireid.utils.hardware import cpu_has_native_bf16
 from omnireid.utils.registry import Registry
 
 from . import hooks as H
-from .checkpoint import Checkpointer, load_model_weights, unwrap
+from .checkpoint import Checkpointer, unwrap
 from .events import ConsoleWriter, EvalResultWriter, MetricStorage, TensorboardWriter
 from .inference import inference_on_dataset, move_batch, print_results_table, progress_enabled
 from .setup import save_config, save_metadata
@@ -147,7 +148,7 @@ class Trainer(TrainerBase):
 
         model = self.build_model(cfg)
         if cfg.MODEL.WEIGHTS and not resume_state:
-            load_model_weights(model, cfg.MODEL.WEIGHTS)
+            load_weights(model, cfg.MODEL.WEIGHTS, strict=False)  # fine-tuning: what does not fit is reported
         self.optimizer = self.build_optimizer(cfg, model)
         self.scheduler = self.build_lr_scheduler(cfg, self.optimizer, self.iters_per_epoch)
         self.amp_dtype = _autocast_dtype(cfg, self.device)
@@ -251,9 +252,9 @@ class Trainer(TrainerBase):
             H.LRScheduler(self.optimizer, self.scheduler),
             H.FreezeLayers(unwrap(self.model), list(cfg.MODEL.FREEZE_LAYERS), cfg.SOLVER.FREEZE_ITERS)
             if cfg.MODEL.FREEZE_LAYERS and cfg.SOLVER.FREEZE_ITERS > 0 else None,
-            # Hooks the model asks for (e.g. a distiller's EMA teacher), before the checkpointer so
+            # Callbacks the model declares (e.g. a distiller's EMA teacher), before the checkpointer so
             # that a checkpoint holds the state after this step's update.
-            *getattr(unwrap(self.model), "training_hooks", list)(),
+            H.ModelCallbacks(unwrap(self.model)) if H.ModelCallbacks.wanted(unwrap(self.model)) else None,
             # Checkpoint before evaluating so an evaluation crash never loses the trained state.
             H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, self.checkpoint_extra),
             H.PreciseBN(cfg.TEST.EVAL_PERIOD * ipe, unwrap(self.model), self._precise_bn_batches,

@@ -120,26 +120,6 @@ def _as_float_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # PyTorch checkpoint
 # ------------------------------------------------------------------------------------------------
-def load_weights_strict(model: torch.nn.Module, path: str) -> None:
-    """Load a checkpoint's ``model`` state dict; any missing/unexpected/mis-shaped key is an error.
-
-    Deployment must never run on partly random weights, so unlike resuming training nothing is skipped.
-    """
-    from omnireid.utils.file_io import load_checkpoint_file
-
-    checkpoint = load_checkpoint_file(path)
-    state = checkpoint.get("model", checkpoint)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        hint = ""
-        if "classifier" in str(exc):
-            hint = (" (a classifier mismatch means MODEL.HEADS.NUM_CLASSES differs from training: use the "
-                    "config.yaml that training wrote next to its checkpoints, which records it)")
-        raise RuntimeError(f"{path}: the checkpoint does not match the model built from the config{hint}: "
-                           f"{exc}") from None
-
-
 def model_input_size(cfg: Any) -> tuple[int, int]:
     """(H, W) the model sees at test time: ``INPUT.CROP.SIZE`` when cropping, else ``INPUT.SIZE_TEST``."""
     size = cfg.INPUT.CROP.SIZE if cfg.INPUT.CROP.ENABLED else cfg.INPUT.SIZE_TEST
@@ -149,20 +129,24 @@ def model_input_size(cfg: Any) -> tuple[int, int]:
 
 def build_model_from_config(config_file: str | None, opts: Sequence[str] = (), weights: str | None = None,
                             device: str = "cpu") -> tuple[torch.nn.Module, Any]:
-    """Config -> model in eval mode, with ``weights`` (or ``MODEL.WEIGHTS``) loaded strictly."""
+    """Config -> the deployable model in eval mode, with ``weights`` (or ``MODEL.WEIGHTS``) loaded strictly.
+
+    A distiller (or MoCo) checkpoint gives its student alone: teacher files are not needed.
+    """
     from omnireid.config import setup_cfg
-    from omnireid.modeling import build_model
+    from omnireid.modeling import build_deployable_model, build_model
 
     cfg = setup_cfg(config_file, list(opts))
     cfg.defrost()
     if weights:
         cfg.MODEL.WEIGHTS = weights
     cfg.MODEL.DEVICE = device
-    model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        load_weights_strict(model, cfg.MODEL.WEIGHTS)
+        cfg.MODEL.BACKBONE.PRETRAIN = False  # every weight comes from MODEL.WEIGHTS: no pretrained file needed
+        model = build_deployable_model(cfg, cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: the model has its initial (untrained) weights")
+        model = build_model(cfg, deploy=True)
     return model.to(device).eval(), cfg
 
 

@@ -10,8 +10,10 @@ adds overhaul feature distillation (Heo et al., ICCV 2019) on the pre-ReLU stage
 State: teachers loaded from ``KD.MODEL_WEIGHTS`` are *not* submodules, so they are in neither
 ``state_dict()`` nor ``parameters()``: checkpoints hold the student (plus the overhaul connectors and
 the EMA teacher, which are trained state needed for an exact resume). The student's keys are
-exactly a ``Baseline``'s, so deployment builds ``Baseline`` from the same config and loads the
-checkpoint (extra ``connectors.*``/``ema_teacher.*`` keys are reported and ignored).
+exactly a ``Baseline``'s: a distiller declares ``deploy_from_config`` (the student ``Baseline``) and
+``training_only_state`` (``connectors.``, ``ema_teacher.``), so ``build_deployable_model`` (export,
+extract, ``Predictor``, ``--eval-only``, a distiller used as a teacher) builds and strictly loads the
+student alone, without the teacher files.
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ from omnireid.modeling.distill import (StageFeatureCapture, ema_update_, feature
                                        overhaul_margins, overhaul_stage_loss, stage_channels, stage_output_norms)
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
-from omnireid.utils.file_io import load_checkpoint_file
+from omnireid.modeling.weights import load_weights
 
 from .baseline import Baseline, Batch
-from .registry import META_ARCH_REGISTRY
+from .registry import META_ARCH_REGISTRY, build_model, training_only_state
 
 if TYPE_CHECKING:
     from omnireid.config import CfgNode
@@ -43,11 +45,12 @@ logger = logging.getLogger(__name__)
 OVERHAUL_NORMALISER = 1000.0
 
 
-def load_teacher(config_path: str, weights_path: str, num_classes: int, index: int = 0) -> Baseline:
+def load_teacher(config_path: str, weights_path: str, num_classes: int, index: int = 0) -> nn.Module:
     """Build a teacher from a full omnireid config (typically the teacher run's ``config.yaml``) and load
-    its weights (``weights_only``); it is returned frozen and in eval mode.
+    its weights strictly; it is returned frozen and in eval mode.
 
-    A teacher that was itself trained as a distiller is rebuilt as its ``Baseline`` student.
+    The teacher is the deployable form of its architecture (``build_model(cfg, deploy=True)``), so a
+    teacher that was itself trained as a distiller is its student, its own teachers not needed.
     """
     from omnireid.config import setup_cfg
 
@@ -64,26 +67,13 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
                          f"the student's training data has {num_classes}; teachers and student must be trained "
                          "on the same identities (same DATASETS.NAMES)")
     cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint overwrites every weight; no download/lookup
-    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    if isinstance(arch, type) and issubclass(arch, Distiller):
-        arch = Baseline
-    teacher = arch.from_config(cfg)
+    cfg.MODEL.DEVICE = "cpu"  # the distiller moves its teachers with the student
+    teacher = build_model(cfg, deploy=True)
     if not callable(getattr(teacher, "forward_outputs", None)):
         raise TypeError(f"KD.MODEL_CONFIG[{index}]: meta-architecture {cfg.MODEL.META_ARCHITECTURE!r} has no "
                         "forward_outputs(images, targets); a teacher must be a Baseline-like model")
-    checkpoint = load_checkpoint_file(weights_path)
-    state = checkpoint.get("model", checkpoint)
-    own = teacher.state_dict()
-    missing = [k for k in own if k not in state]
-    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or mismatched:
-        raise ValueError(f"KD.MODEL_WEIGHTS[{index}] {weights_path!r} does not fit the teacher built from "
-                         f"{config_path!r}: {len(missing)} weights missing (e.g. {missing[:3]}), {len(mismatched)} "
-                         f"with another shape (e.g. {mismatched[:3]}); config and weights do not belong together")
-    result = teacher.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        logger.info("Teacher %d: ignoring %d non-model entries of %s (e.g. %s)", index, len(result.unexpected_keys),
-                    weights_path, result.unexpected_keys[:3])
+    load_weights(teacher, weights_path, strict=True, ignore_prefixes=training_only_state(cfg),
+                 hint=f"KD.MODEL_CONFIG[{index}] {config_path!r} and KD.MODEL_WEIGHTS[{index}] do not belong together")
     for param in teacher.parameters():
         param.requires_grad_(False)
     logger.info("Loaded teacher %d (%s) from %s", index, cfg.MODEL.META_ARCHITECTURE, weights_path)
@@ -120,6 +110,13 @@ class Distiller(Baseline):
                                         pixel_mean=pixel_mean, pixel_std=pixel_std).eval()
             for param in self.ema_teacher.parameters():
                 param.requires_grad_(False)
+
+    # What deployment builds and loads (see build_model(cfg, deploy=True)): the student alone.
+    training_only_state = ("connectors.", "ema_teacher.")
+
+    @classmethod
+    def deploy_from_config(cls, cfg: "CfgNode") -> Baseline:
+        return Baseline.from_config(cfg)
 
     @classmethod
     def from_config(cls, cfg: "CfgNode") -> "Distiller":
@@ -169,13 +166,17 @@ class Distiller(Baseline):
         ema_update_(self.ema_teacher.backbone, self.backbone, momentum)
         ema_update_(self.ema_teacher.heads, self.heads, momentum)
 
-    def training_hooks(self) -> list:
-        """Hooks the trainer registers for this model: the EMA teacher update when enabled."""
-        if self.ema_momentum is None:
-            return []
-        from omnireid.modeling.distill.hooks import EMATeacherUpdate
+    # Training callbacks (called by the engine's ModelCallbacks hook; the model never imports the engine).
+    def on_train_start(self, start_iter: int) -> None:
+        """From scratch, the EMA teacher starts as a copy of the student (after ``MODEL.WEIGHTS`` was
+        loaded); on resume its average comes back from the checkpoint, so nothing is copied."""
+        if self.ema_momentum is not None and start_iter == 0:
+            self.update_ema_teacher(momentum=0.0)
 
-        return [EMATeacherUpdate(self, self.ema_momentum)]
+    def on_step_end(self, iteration: int) -> None:
+        """Average the student into the EMA teacher after every optimizer step."""
+        if self.ema_momentum is not None:
+            self.update_ema_teacher(self.ema_momentum)
 
     # ----------------------------------------------------------------------------------------
     def student_outputs(self, images: torch.Tensor, targets: torch.Tensor,

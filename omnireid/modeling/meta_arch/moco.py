@@ -83,6 +83,13 @@ class MoCo(Baseline):
         super().__init__(**kwargs)
         self.memory = memory
 
+    # The memory queue only serves the training loss: deployment builds and loads the Baseline.
+    training_only_state = ("memory.",)
+
+    @classmethod
+    def deploy_from_config(cls, cfg: "CfgNode") -> Baseline:
+        return Baseline.from_config(cfg)
+
     @classmethod
     def from_config(cls, cfg: "CfgNode") -> "MoCo":
         backbone = build_backbone(cfg)
