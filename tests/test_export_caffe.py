@@ -16,8 +16,9 @@ from export_models import INPUT_SIZE, build_eval_model, parity_batch  # noqa: E4
 from google.protobuf import text_format  # noqa: E402
 
 from omnireid.export import CaffeExportError, ExportOptions, convert_to_caffe, export_model  # noqa: E402
-from omnireid.export import caffe_proto  # noqa: E402
-from omnireid.export.caffe_exporter import _caffe_pool_size, encode_blob  # noqa: E402
+from omnireid.export.caffe import encode_blob  # noqa: E402
+from omnireid.export.caffe.ops import _caffe_pool_size  # noqa: E402
+from omnireid.inference import caffe_proto  # noqa: E402
 
 
 def _layers(path) -> list:

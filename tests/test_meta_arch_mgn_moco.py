@@ -169,3 +169,32 @@ def test_moco_adds_the_memory_loss_and_fills_the_queue():
     model.eval()
     with torch.no_grad():
         assert model(batch["images"])["features"].shape == (8, 512)
+
+
+def test_mgn_routes_losses_by_their_declared_outputs():
+    """A metric loss failing inside (here with a KeyError) fails loudly: it is never re-applied as a
+    classification loss; a loss that does not declare its inputs is refused."""
+    from torch import nn
+
+    class BrokenMetric(nn.Module):
+        loss_name = "loss_broken"
+        required_outputs = ("features",)
+
+        def forward(self, outputs, targets):
+            raise KeyError("lookup inside the metric loss")
+
+    class Undeclared(nn.Module):
+        loss_name = "loss_undeclared"
+
+        def forward(self, outputs, targets):
+            return outputs["features"].sum()
+
+    model = build_model(_cfg("MGN", EMBEDDING_DIM=16, WITH_BNNECK=True)).train()
+    outputs = model.forward_outputs(model.preprocess_image(_batch()), _batch()["targets"])
+    targets = _batch()["targets"]
+    model.loss_modules = nn.ModuleList([BrokenMetric()])
+    with pytest.raises(KeyError, match="lookup inside the metric loss"):
+        model.losses(outputs, targets)
+    model.loss_modules = nn.ModuleList([Undeclared()])
+    with pytest.raises(TypeError, match="Undeclared must declare required_outputs"):
+        model.losses(outputs, targets)

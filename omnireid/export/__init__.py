@@ -3,11 +3,11 @@
 Each format is one module registering an ``Exporter`` in ``EXPORTER_REGISTRY``; ``export_model``
 runs any of them and writes ``export_report.json``. Heavy runtimes are imported only when used.
 """
-from . import caffe_exporter, onnx_exporter, openvino_exporter, tensorrt_exporter, torchscript_exporter  # noqa: F401
+from . import caffe, onnx_exporter, openvino_exporter, tensorrt_exporter, torchscript_exporter  # noqa: F401
 from .api import REPORT_NAME, export_model
 from .base import (EXPORTER_REGISTRY, ExportedArtifact, ExportError, Exporter, ExportOptions, deploy_copy,
                    switch_to_deploy)
-from .caffe_exporter import CAFFE_OP_HANDLERS, CaffeExportError, convert_to_caffe
+from .caffe import CAFFE_OP_HANDLERS, CaffeExportError, convert_to_caffe
 
 __all__ = [
     "CAFFE_OP_HANDLERS", "EXPORTER_REGISTRY", "REPORT_NAME",

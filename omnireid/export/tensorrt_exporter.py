@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from omnireid.inference.predictor import import_tensorrt as inference_tensorrt
+
 from .base import (EXPORTER_REGISTRY, FP16_MIN_COSINE, INPUT_NAME, INT8_MIN_COSINE, ExportedArtifact, ExportError,
                    Exporter, ExportOptions, input_shape)
 from .onnx_exporter import export_onnx
@@ -24,15 +26,11 @@ Shape = tuple[int, int, int, int]
 
 
 def import_tensorrt():
+    """The ``tensorrt`` module, or an ExportError saying what to install (the check lives with the runtime)."""
     try:
-        import tensorrt
+        return inference_tensorrt()
     except ImportError as exc:
-        raise ExportError("TensorRT export needs the tensorrt package (TensorRT 10+, CUDA GPU): "
-                          "pip install 'omnireid[tensorrt]'") from exc
-    major = int(tensorrt.__version__.split(".")[0])
-    if major < 10:
-        raise ExportError(f"TensorRT {tensorrt.__version__} is too old: this exporter uses the TensorRT 10 API")
-    return tensorrt
+        raise ExportError(f"{exc} (needed for TensorRT export)") from exc
 
 
 def profile_shapes(options: ExportOptions) -> tuple[Shape, Shape, Shape]:

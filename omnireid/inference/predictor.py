@@ -290,7 +290,7 @@ class OpenCvCaffeBackend(Backend):
 def _caffe_input_shape(prototxt: str) -> list[int | str | None]:
     from google.protobuf import text_format
 
-    from omnireid.export.caffe_proto import NetParameter
+    from .caffe_proto import NetParameter
 
     with open(prototxt, encoding="utf-8") as f:
         net = text_format.Parse(f.read(), NetParameter())
@@ -304,6 +304,19 @@ def _caffe_input_shape(prototxt: str) -> list[int | str | None]:
 # ------------------------------------------------------------------------------------------------
 # TensorRT
 # ------------------------------------------------------------------------------------------------
+def import_tensorrt():
+    """The ``tensorrt`` module (TensorRT 10+), or an ImportError saying what to install."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise ImportError("TensorRT needs the tensorrt package (TensorRT 10+, CUDA GPU): "
+                          "pip install 'omnireid[tensorrt]'") from exc
+    major = int(tensorrt.__version__.split(".")[0])
+    if major < 10:
+        raise ImportError(f"TensorRT {tensorrt.__version__} is too old: omnireid uses the TensorRT 10 API")
+    return tensorrt
+
+
 @register_backend(".engine", ".plan")
 class TensorRtBackend(Backend):
     """A serialized TensorRT 10+ engine, run on the current CUDA device with torch-owned buffers."""
@@ -311,8 +324,6 @@ class TensorRtBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str, device: str = "cuda") -> None:
-        from omnireid.export.tensorrt_exporter import import_tensorrt
-
         if not torch.cuda.is_available():
             raise RuntimeError(f"{path}: running a TensorRT engine needs a CUDA device; none is available")
         trt = import_tensorrt()

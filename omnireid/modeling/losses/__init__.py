@@ -1,7 +1,7 @@
 """Losses: every module here is imported so that it registers itself in ``LOSS_REGISTRY``."""
 from omnireid.modeling.registration import import_package_modules
 
-from .registry import LOSS_REGISTRY, build_losses
+from .registry import LOSS_REGISTRY, build_losses, required_outputs
 
 UNAVAILABLE_LOSS_MODULES = import_package_modules(__name__, __path__)
 
@@ -14,5 +14,5 @@ from .triplet import TripletLoss, triplet_loss  # noqa: E402
 __all__ = [
     "LOSS_REGISTRY", "CircleLoss", "Cosface", "CrossEntropyLoss", "FocalLoss", "TripletLoss",
     "build_losses", "cosine_dist", "cross_entropy_loss", "euclidean_dist", "focal_loss",
-    "pairwise_circle_loss", "pairwise_cosface_loss", "triplet_loss",
+    "pairwise_circle_loss", "pairwise_cosface_loss", "required_outputs", "triplet_loss",
 ]

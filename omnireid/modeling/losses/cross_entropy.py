@@ -51,6 +51,7 @@ class CrossEntropyLoss(nn.Module):
     """Softmax cross-entropy on the head's ``cls_outputs`` (logits with margin)."""
 
     loss_name = "loss_cls"
+    required_outputs = ("cls_outputs",)
 
     def __init__(self, epsilon: float = 0.0, alpha: float = 0.2, scale: float = 1.0) -> None:
         super().__init__()

@@ -25,6 +25,7 @@ class FocalLoss(nn.Module):
     """Focal loss on the head's ``cls_outputs``."""
 
     loss_name = "loss_focal"
+    required_outputs = ("cls_outputs",)
 
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0, scale: float = 1.0) -> None:
         super().__init__()

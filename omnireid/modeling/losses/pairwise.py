@@ -52,6 +52,7 @@ def pairwise_cosface_loss(embedding: torch.Tensor, targets: torch.Tensor, margin
 
 class _PairwiseLoss(nn.Module):
     config_key = ""
+    required_outputs = ("features",)
 
     def __init__(self, margin: float = 0.25, gamma: float = 128.0, scale: float = 1.0) -> None:
         super().__init__()

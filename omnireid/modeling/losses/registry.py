@@ -1,8 +1,10 @@
 """The loss registry and builder (``MODEL.LOSSES.NAME``).
 
 A loss is an ``nn.Module`` class with ``from_config(cfg)``, a ``loss_name`` (its key in the loss
-dict, FastReID's ``loss_cls``/``loss_triplet``/...), and ``forward(outputs, targets) -> Tensor``:
-a scalar already multiplied by its configured ``SCALE``. ``outputs`` is the head's training dict.
+dict, FastReID's ``loss_cls``/``loss_triplet``/...), ``required_outputs`` (the head outputs it reads,
+e.g. ``("cls_outputs",)`` or ``("features",)``: meta-architectures such as MGN route a loss by this
+declaration) and ``forward(outputs, targets) -> Tensor``: a scalar already multiplied by its
+configured ``SCALE``. ``outputs`` is the head's training dict.
 """
 from __future__ import annotations
 
@@ -26,6 +28,15 @@ def require_output(outputs: dict[str, torch.Tensor], key: str, loss_name: str) -
                  "the training data)." if key == "cls_outputs" else "")
         raise KeyError(f"{loss_name} needs head output {key!r}; the head returned {sorted(outputs)}.{extra}")
     return outputs[key]
+
+
+def required_outputs(loss: nn.Module) -> tuple[str, ...]:
+    """The head outputs ``loss`` reads, as its class declares them (``required_outputs``)."""
+    declared = getattr(loss, "required_outputs", None)
+    if not isinstance(declared, tuple) or not declared or not all(isinstance(k, str) for k in declared):
+        raise TypeError(f"{type(loss).__name__} must declare required_outputs, the head outputs it reads "
+                        f"(a non-empty tuple of names such as ('features',)); got {declared!r}")
+    return declared
 
 
 def build_losses(cfg: "CfgNode") -> nn.ModuleList:

@@ -65,6 +65,7 @@ class TripletLoss(nn.Module):
     """Triplet loss on the head's ``features``."""
 
     loss_name = "loss_triplet"
+    required_outputs = ("features",)
 
     def __init__(self, margin: float = 0.3, norm_feat: bool = False, hard_mining: bool = True,
                  scale: float = 1.0) -> None:

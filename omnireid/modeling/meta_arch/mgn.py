@@ -22,7 +22,7 @@ from torch import nn
 
 from omnireid.modeling.backbones import build_backbone
 from omnireid.modeling.heads import build_heads
-from omnireid.modeling.losses import build_losses
+from omnireid.modeling.losses import build_losses, required_outputs
 
 from .baseline import Baseline
 from .registry import META_ARCH_REGISTRY
@@ -34,6 +34,7 @@ HEAD_NAMES = ("b1", "b2", "b21", "b22", "b3", "b31", "b32", "b33")
 EVAL_ORDER = ("b1", "b2", "b3", "b21", "b22", "b31", "b32", "b33")  # FastReID's feature concatenation
 # metric-loss features: name -> heads whose "features" are concatenated
 METRIC_GROUPS = {"b1": ("b1",), "b2": ("b2",), "b3": ("b3",), "b22": ("b21", "b22"), "b33": ("b31", "b32", "b33")}
+METRIC_INPUTS = {"features"}  # a loss reading only these is a metric loss (see MGN.losses)
 CLASSIFICATION_WEIGHT = 1.0 / len(HEAD_NAMES)
 METRIC_WEIGHT = 1.0 / len(METRIC_GROUPS)
 
@@ -115,24 +116,20 @@ class MGN(nn.Module):
     def losses(self, outputs: dict[str, dict[str, torch.Tensor]], targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Classification losses on the 8 heads (x 1/8) and metric losses on the 5 groups (x 1/5).
 
-        A loss is a metric loss when it runs on a view holding only ``features``; otherwise it is
-        applied to the heads' full outputs.
+        A loss whose declared ``required_outputs`` are only ``features`` is a metric loss, applied to
+        the concatenated group features; any other loss reads the heads' full outputs.
         """
         metric_views = {group: {"features": torch.cat([outputs[h]["features"] for h in heads], dim=1)}
                         for group, heads in METRIC_GROUPS.items()}
         result: dict[str, torch.Tensor] = {}
         with torch.autocast(device_type=self.device.type, enabled=False):
             for loss in self.loss_modules:
-                first_group = next(iter(METRIC_GROUPS))
-                try:
-                    first = loss(metric_views[first_group], targets)
-                except KeyError:  # needs logits: a classification loss
+                if set(required_outputs(loss)) <= METRIC_INPUTS:
+                    for group, view in metric_views.items():
+                        result[f"{loss.loss_name}_{group}"] = loss(view, targets) * METRIC_WEIGHT
+                else:
                     for name in HEAD_NAMES:
                         result[f"{loss.loss_name}_{name}"] = loss(outputs[name], targets) * CLASSIFICATION_WEIGHT
-                    continue
-                result[f"{loss.loss_name}_{first_group}"] = first * METRIC_WEIGHT
-                for group in list(METRIC_GROUPS)[1:]:
-                    result[f"{loss.loss_name}_{group}"] = loss(metric_views[group], targets) * METRIC_WEIGHT
         return result
 
     def forward(self, batch: dict | torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,4 +1,8 @@
-"""The subset of Caffe's ``caffe.proto`` that the Caffe exporter writes, built at import time.
+"""The subset of Caffe's ``caffe.proto`` that omnireid writes and reads, built at import time.
+
+It lives with the reader (the ``Predictor``'s Caffe backend parses a ``.prototxt`` for its input
+shape); the writer (``omnireid.export.caffe``) imports it from here: export depends on inference,
+never the reverse.
 
 Why not ship generated ``caffe_pb2``: it would pin a protoc version, and only a few messages are
 needed. The messages are declared as descriptors with protobuf's runtime, with the field numbers,

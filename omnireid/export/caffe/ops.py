@@ -1,291 +1,19 @@
-"""Caffe: ``model.prototxt`` + ``model.caffemodel`` written directly from the model's traced graph.
+"""Op handlers: one function per ATen operator (or family), registered in ``CAFFE_OP_HANDLERS``.
 
-The model is captured with ``torch.export`` (an fx graph of ATen operators, each node tagged with the
-module it came from), then every node is mapped to Caffe layers by a handler registered for its
-operator in ``CAFFE_OP_HANDLERS``:
-
-- convolution, linear -> Convolution, InnerProduct; a BatchNorm right after one is folded into its
-  weights, any other BatchNorm becomes BatchNorm + Scale;
-- per-channel affine arithmetic with constants (pixel normalisation ``(x - mean) / std``) -> one
-  Scale layer with bias, merged with neighbouring affine steps;
-- IBN's InstanceNorm -> MVN (per sample, per channel) + Scale; the half-channel split -> Slice, the
-  re-join -> Concat;
-- relu, max/avg/global/adaptive pooling, GeM (clamp -> pow -> mean -> pow as ReLU/Power/Pooling),
-  residual sums (Eltwise), SE / OSNet channel gates (Flatten + two-input Scale), cat (Concat),
-  split/chunk/slice (Slice), flatten/view (Flatten/Reshape).
-
-Anything else is collected, and the export fails with one error listing every offending node with
-its module path, module type and operator: never a silently different network.
-
-Known numeric difference: Caffe's MVN divides by ``std + eps`` where InstanceNorm divides by
-``sqrt(var + eps)``; for non-degenerate activations the gap is ~eps/std (1e-5 relative).
+A handler gets the converter, the fx node and its arguments with runtime tensors as ``Blob``s and
+constants as tensors/numbers; it adds Caffe layers through the converter and returns the value of
+the node (a ``Blob``, a tuple of them, or a constant), or raises ``UnsupportedOp`` saying why the
+node cannot be expressed. Adding an operator is adding a registered function here.
 """
 from __future__ import annotations
 
 import math
-import operator
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-import torch.fx
-from google.protobuf import text_format
-from torch import nn
 
-from omnireid.utils.registry import Registry
-
-from . import caffe_proto
-from .base import EXPORTER_REGISTRY, OUTPUT_NAME, ExportedArtifact, ExportError, Exporter, ExportOptions
-
-# ATen operator overload name ("aten.conv2d.default") -> handler(converter, node, args, kwargs)
-CAFFE_OP_HANDLERS = Registry("caffe operator handler")
-
-INPUT_BLOB = "data"
-
-
-class UnsupportedOp(Exception):
-    """Raised by a handler: this node cannot be expressed in Caffe (the message says why)."""
-
-
-class CaffeExportError(ExportError):
-    def __init__(self, problems: dict[str, list[str]]) -> None:
-        self.problems = problems  # "module path (module type)" -> reasons
-        listing = "\n".join(f"  - {module}: {'; '.join(reasons)}" for module, reasons in problems.items())
-        super().__init__(f"cannot export to Caffe: {len(problems)} module(s) use operations Caffe cannot express:\n"
-                         f"{listing}")
-
-
-@dataclass
-class Blob:
-    """A runtime tensor of the Caffe net: its name, shape and the fx node that computes it."""
-
-    name: str
-    shape: tuple[int, ...]
-    node: torch.fx.Node | None = None
-
-
-@dataclass
-class _LayerRecord:
-    layer: Any  # caffe_proto.LayerParameter
-    kind: str  # "conv", "ip", "affine" (foldable targets) or "other"
-    weights: list[np.ndarray] = field(default_factory=list)
-
-
-def _register(*op_names: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        CAFFE_OP_HANDLERS.register(op_names[0], aliases=op_names[1:])(fn)
-        return fn
-
-    return deco
-
-
-def _module_of(node: torch.fx.Node) -> tuple[str, str]:
-    """(module path, module type) a node came from, e.g. ("backbone.layer1.0.bn1", "torch.nn...BatchNorm2d")."""
-    stack = node.meta.get("nn_module_stack") or {}
-    if not stack:
-        return "<model>", "<model>"
-    path, kind = list(stack.values())[-1]
-    for prefix in ("L['self'].", "L__self__.", "L__self___"):
-        if path.startswith(prefix):
-            path = path[len(prefix):]
-    path = path if path not in ("L['self']", "L__self__", "") else "<model>"
-    kind_name = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
-    return path, kind_name
-
-
-def _shape_of(node: torch.fx.Node) -> tuple[int, ...]:
-    value = node.meta.get("val")
-    if not isinstance(value, torch.Tensor):
-        raise UnsupportedOp(f"no static tensor shape for {node.name}")
-    return tuple(int(d) for d in value.shape)
-
-
-class CaffeConverter:
-    """Maps an exported program (one image input, one feature output) to a Caffe NetParameter."""
-
-    def __init__(self, program: torch.export.ExportedProgram, batch_size: int, name: str = "omnireid") -> None:
-        self.program = program
-        self.batch_size = batch_size
-        self.net = caffe_proto.NetParameter(name=name)
-        self.values: dict[torch.fx.Node, Any] = {}
-        self.records: dict[str, _LayerRecord] = {}  # top blob name -> producing layer
-        self.problems: dict[str, list[str]] = {}
-        self._names: dict[str, int] = {}
-        self._poisoned: set[torch.fx.Node] = set()
-
-    # ------------------------------------------------------------------------------------------
-    def convert(self) -> "CaffeModel":
-        graph = self.program.graph_module.graph
-        output_blob = None
-        for node in graph.nodes:
-            if node.op == "placeholder":
-                self.values[node] = self._placeholder(node)
-            elif node.op == "call_function":
-                self._call(node)
-            elif node.op == "output":
-                output_blob = self._output(node)
-            elif node.op == "get_attr":
-                self.values[node] = getattr(self.program.graph_module, node.target)
-        if self.problems:
-            raise CaffeExportError(self.problems)
-        assert output_blob is not None
-        self._rename_blob(output_blob.name, OUTPUT_NAME)
-        weights = {}
-        for record in {id(r): r for r in self.records.values()}.values():
-            if record.weights:
-                weights[record.layer.name] = [np.ascontiguousarray(w, dtype=np.float32) for w in record.weights]
-        return CaffeModel(self.net, weights)
-
-    def _placeholder(self, node: torch.fx.Node) -> Any:
-        signature = self.program.graph_signature
-        name = node.name
-        if name in signature.inputs_to_parameters:
-            return self.program.state_dict[signature.inputs_to_parameters[name]].detach()
-        if name in signature.inputs_to_buffers:
-            key = signature.inputs_to_buffers[name]
-            source = self.program.state_dict if key in self.program.state_dict else self.program.constants
-            return source[key].detach()
-        lifted = getattr(signature, "inputs_to_lifted_tensor_constants", {})
-        if name in lifted:
-            return self.program.constants[lifted[name]].detach()
-        if name in signature.user_inputs:
-            shape = (self.batch_size,) + _shape_of(node)[1:]
-            layer = self.net.layer.add(name=INPUT_BLOB, type="Input", top=[INPUT_BLOB])
-            layer.input_param.shape.add().dim.extend(shape)
-            self.records[INPUT_BLOB] = _LayerRecord(layer, "other")
-            return Blob(INPUT_BLOB, _shape_of(node), node)
-        raise ExportError(f"unexpected graph input {name!r}")
-
-    def _output(self, node: torch.fx.Node) -> Blob | None:
-        outputs = node.args[0]
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        if any(o in self._poisoned for o in outputs if isinstance(o, torch.fx.Node)):
-            return None
-        if len(outputs) != 1 or not isinstance(self.values.get(outputs[0]), Blob):
-            self._problem("<model>", f"expected a single feature tensor output, got {len(outputs)} outputs")
-            return None
-        return self.values[outputs[0]]
-
-    def _call(self, node: torch.fx.Node) -> None:
-        inputs = [a for a in node.all_input_nodes]
-        if any(a in self._poisoned for a in inputs):
-            self._poisoned.add(node)
-            return
-        args = torch.fx.node.map_arg(node.args, lambda n: self.values[n])
-        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: self.values[n])
-        if node.target is operator.getitem:
-            container, index = args
-            self.values[node] = container[index]
-            return
-        if not _contains_blob((args, kwargs)):  # constant arithmetic (e.g. 1 / p of GeM): evaluate now
-            with torch.no_grad():
-                self.values[node] = node.target(*args, **kwargs)
-            return
-        op_name = str(node.target)
-        path, kind = _module_of(node)
-        if op_name not in CAFFE_OP_HANDLERS:
-            self._unsupported(node, f"{path} ({kind})", f"{op_name} has no Caffe equivalent")
-            return
-        try:
-            self.values[node] = CAFFE_OP_HANDLERS.get(op_name)(self, node, list(args), dict(kwargs))
-        except UnsupportedOp as exc:
-            self._unsupported(node, f"{path} ({kind})", f"{op_name}: {exc}")
-
-    def _problem(self, module: str, reason: str) -> None:
-        reasons = self.problems.setdefault(module, [])
-        if reason not in reasons:
-            reasons.append(reason)
-
-    def _unsupported(self, node: torch.fx.Node, module: str, reason: str) -> None:
-        """Record the problem, then go on with a stand-in output so later modules are checked too."""
-        self._problem(module, reason)
-        value = node.meta.get("val")
-        if isinstance(value, torch.Tensor):
-            self.values[node] = Blob(f"<unsupported {node.name}>", tuple(int(d) for d in value.shape), node)
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value):
-            self.values[node] = tuple(Blob(f"<unsupported {node.name}.{i}>", tuple(int(d) for d in v.shape), node)
-                                      for i, v in enumerate(value))
-        else:
-            self._poisoned.add(node)
-
-    # ------------------------------------------------------------------------------------------
-    # helpers for handlers
-    def layer_name(self, node: torch.fx.Node, suffix: str) -> str:
-        path, _ = _module_of(node)
-        base = (path if path != "<model>" else "model").replace(".", "_") + "_" + suffix
-        count = self._names.get(base, 0)
-        self._names[base] = count + 1
-        return base if count == 0 else f"{base}{count}"
-
-    def add_layer(self, node: torch.fx.Node, layer_type: str, bottoms: list[Blob], kind: str = "other",
-                  weights: list[np.ndarray] | None = None, tops: int = 1, suffix: str | None = None) -> Any:
-        name = self.layer_name(node, suffix or layer_type.lower())
-        top_names = [name] if tops == 1 else [f"{name}_{i}" for i in range(tops)]
-        layer = self.net.layer.add(name=name, type=layer_type, bottom=[b.name for b in bottoms], top=top_names)
-        record = _LayerRecord(layer, kind, list(weights or []))
-        for top in top_names:
-            self.records[top] = record
-        return layer
-
-    def blob_after(self, layer: Any, node: torch.fx.Node, index: int = 0, shape: tuple[int, ...] | None = None) -> Blob:
-        return Blob(layer.top[index], shape if shape is not None else _shape_of(node), node)
-
-    def can_fold_into(self, blob: Blob) -> _LayerRecord | None:
-        """The producer of ``blob`` when a following per-channel affine may be merged into it."""
-        record = self.records.get(blob.name)
-        if record is None or record.kind not in ("conv", "ip", "affine") or blob.node is None:
-            return None
-        return record if len(blob.node.users) == 1 else None
-
-    def affine(self, node: torch.fx.Node, blob: Blob, scale: np.ndarray, bias: np.ndarray) -> Blob:
-        """``blob * scale + bias`` per channel (axis 1): folded into the producer when possible."""
-        scale = scale.astype(np.float64)
-        bias = bias.astype(np.float64)
-        record = self.can_fold_into(blob)
-        shape = _shape_of(node)
-        if record is not None:
-            weight = record.weights[0].astype(np.float64)
-            old_bias = record.weights[1].astype(np.float64) if len(record.weights) > 1 else np.zeros(weight.shape[0])
-            if record.kind == "affine":
-                record.weights = [(weight * scale).astype(np.float32), (old_bias * scale + bias).astype(np.float32)]
-            else:
-                reshape = (-1,) + (1,) * (weight.ndim - 1)
-                record.weights = [(weight * scale.reshape(reshape)).astype(np.float32),
-                                  (old_bias * scale + bias).astype(np.float32)]
-                params = record.layer.convolution_param if record.kind == "conv" else record.layer.inner_product_param
-                params.bias_term = True
-            return Blob(blob.name, shape, node)
-        layer = self.add_layer(node, "Scale", [blob], kind="affine", suffix="scale",
-                               weights=[scale.astype(np.float32), bias.astype(np.float32)])
-        layer.scale_param.axis = 1
-        layer.scale_param.num_axes = 1
-        layer.scale_param.bias_term = True
-        return self.blob_after(layer, node)
-
-    def _rename_blob(self, old: str, new: str) -> None:
-        for layer in self.net.layer:
-            for names in (layer.top, layer.bottom):
-                for i, name in enumerate(names):
-                    if name == old:
-                        names[i] = new
-        if old in self.records:
-            self.records[new] = self.records.pop(old)
-            layer = self.records[new].layer
-            if len(layer.top) == 1:  # readers such as OpenCV address outputs by layer name
-                layer.name = new
-
-
-def _contains_blob(tree: Any) -> bool:
-    if isinstance(tree, Blob):
-        return True
-    if isinstance(tree, (list, tuple)):
-        return any(_contains_blob(t) for t in tree)
-    if isinstance(tree, dict):
-        return any(_contains_blob(t) for t in tree.values())
-    return False
-
+from .converter import Blob, CaffeConverter, UnsupportedOp, register_op, shape_of
 
 def _as_blob(value: Any, what: str = "input") -> Blob:
     if not isinstance(value, Blob):
@@ -324,10 +52,7 @@ def _dim(dim: int, rank: int) -> int:
     return dim + rank if dim < 0 else dim
 
 
-# ----------------------------------------------------------------------------------------------
-# handlers
-# ----------------------------------------------------------------------------------------------
-@_register("aten.conv2d.default")
+@register_op("aten.conv2d.default")
 def _conv2d(c: CaffeConverter, node, args, kwargs):
     x, weight = _as_blob(args[0]), args[1]
     bias = args[2] if len(args) > 2 else kwargs.get("bias")
@@ -393,7 +118,7 @@ def _batch_norm_eval(c: CaffeConverter, node, x: Blob, weight, bias, mean, var, 
     return c.blob_after(scale, node)
 
 
-@_register("aten.batch_norm.default")
+@register_op("aten.batch_norm.default")
 def _batch_norm(c: CaffeConverter, node, args, kwargs):
     x, weight, bias, mean, var, training, _momentum, eps = args[:8]
     if training:
@@ -401,13 +126,13 @@ def _batch_norm(c: CaffeConverter, node, args, kwargs):
     return _batch_norm_eval(c, node, _as_blob(x), weight, bias, mean, var, float(eps))
 
 
-@_register("aten._native_batch_norm_legit_no_training.default")
+@register_op("aten._native_batch_norm_legit_no_training.default")
 def _batch_norm_no_training(c: CaffeConverter, node, args, kwargs):
     x, weight, bias, mean, var, _momentum, eps = args[:7]
     return _batch_norm_eval(c, node, _as_blob(x), weight, bias, mean, var, float(eps)), None, None
 
 
-@_register("aten.instance_norm.default")
+@register_op("aten.instance_norm.default")
 def _instance_norm(c: CaffeConverter, node, args, kwargs):
     x, weight, bias, mean, var, use_input_stats, _momentum, eps = args[:8]
     x = _as_blob(x)
@@ -426,20 +151,20 @@ def _instance_norm(c: CaffeConverter, node, args, kwargs):
     return c.affine(node, normalised, gamma, beta)
 
 
-@_register("aten.relu.default", "aten.relu_.default")
+@register_op("aten.relu.default", "aten.relu_.default")
 def _relu(c: CaffeConverter, node, args, kwargs):
     layer = c.add_layer(node, "ReLU", [_as_blob(args[0])], suffix="relu")
     return c.blob_after(layer, node)
 
 
-@_register("aten.leaky_relu.default", "aten.leaky_relu_.default")
+@register_op("aten.leaky_relu.default", "aten.leaky_relu_.default")
 def _leaky_relu(c: CaffeConverter, node, args, kwargs):
     layer = c.add_layer(node, "ReLU", [_as_blob(args[0])], suffix="relu")
     layer.relu_param.negative_slope = float(args[1] if len(args) > 1 else 0.01)
     return c.blob_after(layer, node)
 
 
-@_register("aten.sigmoid.default")
+@register_op("aten.sigmoid.default")
 def _sigmoid(c: CaffeConverter, node, args, kwargs):
     return c.blob_after(c.add_layer(node, "Sigmoid", [_as_blob(args[0])]), node)
 
@@ -476,7 +201,7 @@ def _pooling(c: CaffeConverter, node, x: Blob, method: int, kernel, stride, pad,
     p.stride_h, p.stride_w = stride
     p.pad_h, p.pad_w = pad
     caffe_shape = x.shape[:2] + tuple(_caffe_pool_size(x.shape[2 + i], kernel[i], stride[i], pad[i]) for i in range(2))
-    target = _shape_of(node)
+    target = shape_of(node)
     blob = Blob(layer.top[0], caffe_shape, node)
     if caffe_shape != target:
         if ceil_mode:
@@ -499,7 +224,7 @@ def _global_pool(c: CaffeConverter, node, x: Blob, method: int, keepdim: bool = 
 MAX, AVE = 0, 1
 
 
-@_register("aten.max_pool2d.default")
+@register_op("aten.max_pool2d.default")
 def _max_pool2d(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     kernel = args[1]
@@ -512,7 +237,7 @@ def _max_pool2d(c: CaffeConverter, node, args, kwargs):
     return _pooling(c, node, x, MAX, kernel, stride, padding, ceil_mode)
 
 
-@_register("aten.avg_pool2d.default")
+@register_op("aten.avg_pool2d.default")
 def _avg_pool2d(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     kernel = args[1]
@@ -540,12 +265,12 @@ def _adaptive_pool(c: CaffeConverter, node, args, method: int) -> Blob:
     return _pooling(c, node, x, method, kernel, kernel, 0, False)
 
 
-@_register("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")
+@register_op("aten.adaptive_avg_pool2d.default", "aten._adaptive_avg_pool2d.default")
 def _adaptive_avg_pool2d(c: CaffeConverter, node, args, kwargs):
     return _adaptive_pool(c, node, args, AVE)
 
 
-@_register("aten.adaptive_max_pool2d.default")
+@register_op("aten.adaptive_max_pool2d.default")
 def _adaptive_max_pool2d(c: CaffeConverter, node, args, kwargs):
     return _adaptive_pool(c, node, args, MAX), None
 
@@ -560,12 +285,12 @@ def _spatial_reduction(c: CaffeConverter, node, args, kwargs, method: int) -> Bl
     return _global_pool(c, node, x, method, keepdim)
 
 
-@_register("aten.mean.dim")
+@register_op("aten.mean.dim")
 def _mean(c: CaffeConverter, node, args, kwargs):
     return _spatial_reduction(c, node, args, kwargs, AVE)
 
 
-@_register("aten.amax.default")
+@register_op("aten.amax.default")
 def _amax(c: CaffeConverter, node, args, kwargs):
     return _spatial_reduction(c, node, args, kwargs, MAX)
 
@@ -583,7 +308,7 @@ def _eltwise(c: CaffeConverter, node, a: Blob, b: Blob, operation: int, coeff: l
 PROD, SUM = 0, 1
 
 
-@_register("aten.add.Tensor")
+@register_op("aten.add.Tensor")
 def _add(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
     alpha = float(args[2] if len(args) > 2 else kwargs.get("alpha", 1))
@@ -596,7 +321,7 @@ def _add(c: CaffeConverter, node, args, kwargs):
     return c.affine(node, blob, scale, bias)
 
 
-@_register("aten.sub.Tensor")
+@register_op("aten.sub.Tensor")
 def _sub(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
     alpha = float(args[2] if len(args) > 2 else kwargs.get("alpha", 1))
@@ -622,7 +347,7 @@ def _channel_gate(c: CaffeConverter, node, x: Blob, gate: Blob) -> Blob:
     return c.blob_after(layer, node)
 
 
-@_register("aten.mul.Tensor")
+@register_op("aten.mul.Tensor")
 def _mul(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
     if isinstance(a, Blob) and isinstance(b, Blob):
@@ -635,7 +360,7 @@ def _mul(c: CaffeConverter, node, args, kwargs):
     return c.affine(node, blob, _channel_vector(const, blob), np.zeros(blob.shape[1]))
 
 
-@_register("aten.div.Tensor")
+@register_op("aten.div.Tensor")
 def _div(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
     if isinstance(b, Blob):
@@ -643,7 +368,7 @@ def _div(c: CaffeConverter, node, args, kwargs):
     return c.affine(node, a, 1.0 / _channel_vector(b, a), np.zeros(a.shape[1]))
 
 
-@_register("aten.cat.default", "aten.concat.default")
+@register_op("aten.cat.default", "aten.concat.default")
 def _cat(c: CaffeConverter, node, args, kwargs):
     tensors = [_as_blob(t, "concatenated tensor") for t in args[0]]
     axis = _dim(int(args[1] if len(args) > 1 else kwargs.get("dim", 0)), len(tensors[0].shape))
@@ -673,14 +398,14 @@ def _split_sizes(node) -> list[int]:
             for v in values]
 
 
-@_register("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
+@register_op("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
 def _split(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     axis = _dim(int(args[2] if len(args) > 2 else kwargs.get("dim", 0)), len(x.shape))
     return _slice_into(c, node, x, axis, _split_sizes(node))
 
 
-@_register("aten.slice.Tensor")
+@register_op("aten.slice.Tensor")
 def _slice(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     axis = _dim(int(args[1] if len(args) > 1 else 0), len(x.shape))
@@ -700,7 +425,7 @@ def _slice(c: CaffeConverter, node, args, kwargs):
 
 
 def _reshape_like(c: CaffeConverter, node, x: Blob) -> Blob:
-    target = _shape_of(node)
+    target = shape_of(node)
     if target == x.shape:
         return x
     if not target or target[0] != x.shape[0]:
@@ -713,13 +438,13 @@ def _reshape_like(c: CaffeConverter, node, x: Blob) -> Blob:
     return c.blob_after(layer, node)
 
 
-@_register("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.squeeze.dims",
+@register_op("aten.view.default", "aten.reshape.default", "aten._unsafe_view.default", "aten.squeeze.dims",
            "aten.squeeze.dim", "aten.squeeze.default", "aten.unsqueeze.default", "aten.flatten.using_ints")
 def _reshape(c: CaffeConverter, node, args, kwargs):
     return _reshape_like(c, node, _as_blob(args[0]))
 
 
-@_register("aten.select.int")
+@register_op("aten.select.int")
 def _select(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     axis = _dim(int(args[1]), len(x.shape))
@@ -731,7 +456,7 @@ def _select(c: CaffeConverter, node, args, kwargs):
     return _reshape_like(c, node, x)
 
 
-@_register("aten.linear.default")
+@register_op("aten.linear.default")
 def _linear(c: CaffeConverter, node, args, kwargs):
     x, weight = _as_blob(args[0]), args[1]
     bias = args[2] if len(args) > 2 else kwargs.get("bias")
@@ -755,7 +480,7 @@ def _power(c: CaffeConverter, node, x: Blob, power: float = 1.0, scale: float = 
     return Blob(layer.top[0], x.shape, node)
 
 
-@_register("aten.clamp.default", "aten.clamp_min.default")
+@register_op("aten.clamp.default", "aten.clamp_min.default")
 def _clamp(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
     low = args[1] if len(args) > 1 else kwargs.get("min")
@@ -771,7 +496,7 @@ def _clamp(c: CaffeConverter, node, args, kwargs):
     return _power(c, node, Blob(relu.top[0], x.shape, node), shift=low, suffix="clamp_unshift")
 
 
-@_register("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")
+@register_op("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")
 def _pow(c: CaffeConverter, node, args, kwargs):
     x, exponent = _as_blob(args[0]), args[1]
     if isinstance(exponent, Blob) or _numpy(exponent).size != 1:
@@ -785,17 +510,17 @@ def _identity(c: CaffeConverter, node, args, kwargs):
 
 for _name in ("aten.clone.default", "aten.contiguous.default", "aten.alias.default", "aten.detach.default",
               "aten.lift_fresh_copy.default"):
-    _register(_name)(_identity)
+    register_op(_name)(_identity)
 
 
-@_register("aten.dropout.default", "aten.feature_dropout.default")
+@register_op("aten.dropout.default", "aten.feature_dropout.default")
 def _dropout(c: CaffeConverter, node, args, kwargs):
     if bool(args[2] if len(args) > 2 else kwargs.get("train", False)):
         raise UnsupportedOp("dropout in training mode")
     return args[0]
 
 
-@_register("aten.to.dtype", "aten.to.device", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default")
+@register_op("aten.to.dtype", "aten.to.device", "aten._to_copy.default", "aten.to.dtype_layout", "aten.type_as.default")
 def _to(c: CaffeConverter, node, args, kwargs):
     value = node.meta.get("val")
     if isinstance(value, torch.Tensor) and value.dtype != torch.float32:
@@ -803,101 +528,6 @@ def _to(c: CaffeConverter, node, args, kwargs):
     return args[0]
 
 
-@_register("aten._assert_tensor_metadata.default")
+@register_op("aten._assert_tensor_metadata.default")
 def _assert_metadata(c: CaffeConverter, node, args, kwargs):
     return None
-
-
-# ----------------------------------------------------------------------------------------------
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _length_delimited(field_number: int, payload: bytes) -> bytes:
-    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
-
-
-_LAYER_FIELD = 100  # NetParameter.layer
-_BLOBS_FIELD = 7  # LayerParameter.blobs
-_DATA_FIELD = 5  # BlobProto.data (packed float)
-
-
-def encode_blob(array: np.ndarray) -> bytes:
-    """A BlobProto: ``shape`` through the message class, ``data`` as packed little-endian float32.
-
-    Weights are written as raw bytes because going through Python float lists is ~100x slower.
-    """
-    shape = caffe_proto.BlobProto()
-    shape.shape.dim.extend(int(d) for d in array.shape)
-    data = np.ascontiguousarray(array, dtype="<f4").tobytes()
-    return shape.SerializeToString() + _length_delimited(_DATA_FIELD, data)
-
-
-@dataclass
-class CaffeModel:
-    """The net structure (layers without blobs) and each layer's weights, in Caffe's blob order."""
-
-    net: Any  # caffe_proto.NetParameter
-    weights: dict[str, list[np.ndarray]]
-
-    def prototxt(self) -> str:
-        return text_format.MessageToString(self.net)
-
-    def caffemodel_bytes(self) -> bytes:
-        """NetParameter with blobs. A protobuf message may be emitted field by field, so each layer is
-        its serialized structure followed by its ``blobs`` entries."""
-        header = caffe_proto.NetParameter(name=self.net.name).SerializeToString()
-        parts = [header]
-        for layer in self.net.layer:
-            body = layer.SerializeToString() + b"".join(
-                _length_delimited(_BLOBS_FIELD, encode_blob(array)) for array in self.weights.get(layer.name, []))
-            parts.append(_length_delimited(_LAYER_FIELD, body))
-        return b"".join(parts)
-
-    def layer_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for layer in self.net.layer:
-            counts[layer.type] = counts.get(layer.type, 0) + 1
-        return counts
-
-
-def convert_to_caffe(model: nn.Module, options: ExportOptions, name: str = "omnireid") -> CaffeModel:
-    """The Caffe net and weights of ``model``; raises CaffeExportError listing every unsupported op."""
-    example = options.example_input(2)  # not 1: a size-1 batch would be specialised away
-    try:
-        program = torch.export.export(model, (example,), strict=False)
-    except Exception as exc:  # torch.export reports data-dependent control flow etc.
-        raise ExportError(f"cannot capture the model's graph with torch.export for Caffe: {exc}") from exc
-    return CaffeConverter(program, options.batch_size, name=name).convert()
-
-
-def write_caffe(model: CaffeModel, prototxt_path: str, caffemodel_path: str) -> None:
-    from omnireid.utils.file_io import atomic_write_bytes, atomic_write_text
-
-    atomic_write_bytes(caffemodel_path, model.caffemodel_bytes())
-    atomic_write_text(prototxt_path, model.prototxt())
-
-
-@EXPORTER_REGISTRY.register("caffe")
-class CaffeExporter(Exporter):
-    name = "caffe"
-
-    def export(self, model: nn.Module, options: ExportOptions, output_dir: str) -> ExportedArtifact:
-        caffe_model = convert_to_caffe(model, options)
-        prototxt = os.path.join(output_dir, "model.prototxt")
-        caffemodel = os.path.join(output_dir, "model.caffemodel")
-        write_caffe(caffe_model, prototxt, caffemodel)
-        height, width = options.input_size
-        info = {"layers": caffe_model.layer_counts(), "input_blob": INPUT_BLOB,
-                "writer": "omnireid caffe.proto subset (BVLC field numbers)",
-                "bn_folded": "into the preceding Convolution/InnerProduct where it has no other consumer"}
-        return ExportedArtifact(format=self.name, path=prototxt, files=[prototxt, caffemodel],
-                                input_shape=[options.batch_size, 3, height, width], input_name=INPUT_BLOB, info=info)
