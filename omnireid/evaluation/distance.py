@@ -123,16 +123,24 @@ def prepare_features(features: np.ndarray | torch.Tensor, metric: DistanceMetric
     return metric.prepare(feats).contiguous()
 
 
+def prepare_pair(
+    q_feats: np.ndarray | torch.Tensor, g_feats: np.ndarray | torch.Tensor, metric: str | DistanceMetric
+) -> tuple[torch.Tensor, torch.Tensor, DistanceMetric]:
+    """Validated, metric-prepared (e.g. L2-normalised) query and gallery features of one dtype."""
+    m = get_metric(metric) if isinstance(metric, str) else metric
+    q = prepare_features(q_feats, m, "query features")
+    g = prepare_features(g_feats, m, "gallery features")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features are {q.shape[1]}-d but gallery features are {g.shape[1]}-d")
+    if q.dtype != g.dtype:
+        q, g = q.double(), g.double()
+    return q, g, m
+
+
 def compute_distance(
     x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, metric: str = "cosine"
 ) -> torch.Tensor:
     """The dense distance matrix between two feature sets (only for sizes that fit in memory)."""
-    m = get_metric(metric)
-    qx = prepare_features(x, m, "query features")
-    gy = prepare_features(y, m, "gallery features")
-    if qx.shape[1] != gy.shape[1]:
-        raise ValueError(f"feature dimensions differ: {qx.shape[1]} vs {gy.shape[1]}")
-    if qx.dtype != gy.dtype:
-        qx, gy = qx.float(), gy.float()
-    return m.pairwise(qx, gy)
+    q, g, m = prepare_pair(x, y, metric)
+    return m.pairwise(q, g)
 

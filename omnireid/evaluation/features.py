@@ -11,8 +11,7 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from .distance import DistanceMetric, get_metric, prepare_features
-from .distance import torch_threads
+from .distance import DistanceMetric, prepare_pair, torch_threads
 from .rank import WORK_BYTES_PER_ELEMENT, RankAccumulator, RankMetrics, rows_per_chunk
 
 # extra working bytes per block element when the ROC statistics are collected (mask + kept values)
@@ -47,20 +46,6 @@ class FeatureDistanceBlocks:
 
     def bytes_per_element(self) -> int:
         return 2 * self.query.element_size()  # the block, plus the |x|^2 + |y|^2 buffer for euclidean
-
-
-def prepare_pair(
-    q_feats: np.ndarray | torch.Tensor, g_feats: np.ndarray | torch.Tensor, metric: str | DistanceMetric
-) -> tuple[torch.Tensor, torch.Tensor, DistanceMetric]:
-    """Validated, metric-prepared (e.g. L2-normalised) query and gallery features of one dtype."""
-    m = get_metric(metric) if isinstance(metric, str) else metric
-    q = prepare_features(q_feats, m, "query features")
-    g = prepare_features(g_feats, m, "gallery features")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"query features are {q.shape[1]}-d but gallery features are {g.shape[1]}-d")
-    if q.dtype != g.dtype:
-        q, g = q.double(), g.double()
-    return q, g, m
 
 
 def evaluate_blocks(

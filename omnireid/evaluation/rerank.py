@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .distance import DistanceMetric, as_float_tensor, get_metric, torch_threads
+from .distance import DistanceMetric, as_float_tensor, get_metric, prepare_pair, torch_threads
 from .rank import order_by_row_then_value, rows_per_chunk
 
 
@@ -477,8 +477,6 @@ def re_ranking_features(
 ) -> np.ndarray:
     """Re-ranked query x gallery distances from features (``metric`` distances, see distance.py);
     GEMMs use the current torch thread setting, the rest ``num_threads``."""
-    from .features import prepare_pair
-
     q, g, m = prepare_pair(q_feats, g_feats, get_metric(metric))
     graph = FeatureGraph(q, g, m, memory_budget_mb, cache_query_gallery=True)  # the output is dense anyway
     del q, g  # the graph holds its own concatenated copy

@@ -27,8 +27,7 @@ import torch
 
 from omnireid.utils.registry import Registry
 
-from .distance import DistanceMetric
-from .features import prepare_pair
+from .distance import DistanceMetric, prepare_pair
 from .knn import search_prepared
 from .rank import MatchTable, as_id_array, rows_per_chunk
 

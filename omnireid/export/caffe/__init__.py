@@ -28,5 +28,5 @@ from .converter import CAFFE_OP_HANDLERS, INPUT_BLOB, Blob, CaffeConverter, Caff
 from .exporter import CaffeExporter, convert_to_caffe
 from .wire import CaffeModel, encode_blob, write_caffe
 
-__all__ = ["CAFFE_OP_HANDLERS", "INPUT_BLOB", "Blob", "CaffeConverter", "CaffeExportError", "CaffeExporter", "CaffeModel",
-           "UnsupportedOp", "convert_to_caffe", "encode_blob", "register_op", "write_caffe"]
+__all__ = ["CAFFE_OP_HANDLERS", "INPUT_BLOB", "Blob", "CaffeConverter", "CaffeExportError", "CaffeExporter",
+           "CaffeModel", "UnsupportedOp", "convert_to_caffe", "encode_blob", "register_op", "write_caffe"]

@@ -48,6 +48,11 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value[0]), int(value[0])) if len(value) == 1 else (int(value[0]), int(value[1]))
 
 
+def _arg(args: list, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    """An ATen call's argument: by position ``index``, else by keyword ``name``, else ``default``."""
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
 def _dim(dim: int, rank: int) -> int:
     return dim + rank if dim < 0 else dim
 
@@ -55,11 +60,11 @@ def _dim(dim: int, rank: int) -> int:
 @register_op("aten.conv2d.default")
 def _conv2d(c: CaffeConverter, node, args, kwargs):
     x, weight = _as_blob(args[0]), args[1]
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    stride = _pair(args[3] if len(args) > 3 else 1)
-    padding = args[4] if len(args) > 4 else 0
-    dilation = _pair(args[5] if len(args) > 5 else 1)
-    groups = int(args[6] if len(args) > 6 else 1)
+    bias = _arg(args, kwargs, 2, "bias")
+    stride = _pair(_arg(args, kwargs, 3, "stride", 1))
+    padding = _arg(args, kwargs, 4, "padding", 0)
+    dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
     if isinstance(weight, Blob) or isinstance(bias, Blob):
         raise UnsupportedOp("convolution weights computed at run time")
     kernel = tuple(weight.shape[2:])
@@ -160,7 +165,7 @@ def _relu(c: CaffeConverter, node, args, kwargs):
 @register_op("aten.leaky_relu.default", "aten.leaky_relu_.default")
 def _leaky_relu(c: CaffeConverter, node, args, kwargs):
     layer = c.add_layer(node, "ReLU", [_as_blob(args[0])], suffix="relu")
-    layer.relu_param.negative_slope = float(args[1] if len(args) > 1 else 0.01)
+    layer.relu_param.negative_slope = float(_arg(args, kwargs, 1, "negative_slope", 0.01))
     return c.blob_after(layer, node)
 
 
@@ -224,33 +229,30 @@ def _global_pool(c: CaffeConverter, node, x: Blob, method: int, keepdim: bool = 
 MAX, AVE = 0, 1
 
 
+def _window(args: list, kwargs: dict) -> tuple[Any, Any, Any]:
+    """(kernel, stride, padding) of max/avg pooling; an empty stride means the kernel's."""
+    kernel = _arg(args, kwargs, 1, "kernel_size")
+    return kernel, _arg(args, kwargs, 2, "stride") or kernel, _arg(args, kwargs, 3, "padding", 0)
+
+
 @register_op("aten.max_pool2d.default")
 def _max_pool2d(c: CaffeConverter, node, args, kwargs):
-    x = _as_blob(args[0])
-    kernel = args[1]
-    stride = args[2] if len(args) > 2 and args[2] else kernel
-    padding = args[3] if len(args) > 3 else 0
-    dilation = _pair(args[4] if len(args) > 4 else 1)
-    ceil_mode = bool(args[5] if len(args) > 5 else False)
-    if dilation != (1, 1):
+    kernel, stride, padding = _window(args, kwargs)
+    if _pair(_arg(args, kwargs, 4, "dilation", 1)) != (1, 1):
         raise UnsupportedOp("dilated max pooling")
-    return _pooling(c, node, x, MAX, kernel, stride, padding, ceil_mode)
+    ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
+    return _pooling(c, node, _as_blob(args[0]), MAX, kernel, stride, padding, ceil_mode)
 
 
 @register_op("aten.avg_pool2d.default")
 def _avg_pool2d(c: CaffeConverter, node, args, kwargs):
-    x = _as_blob(args[0])
-    kernel = args[1]
-    stride = args[2] if len(args) > 2 and args[2] else kernel
-    padding = args[3] if len(args) > 3 else 0
-    ceil_mode = bool(args[4] if len(args) > 4 else False)
-    count_include_pad = bool(args[5] if len(args) > 5 else True)
-    divisor = args[6] if len(args) > 6 else None
-    if divisor is not None:
+    kernel, stride, padding = _window(args, kwargs)
+    if _arg(args, kwargs, 6, "divisor_override") is not None:
         raise UnsupportedOp("avg pooling with divisor_override")
-    if _pair(padding) != (0, 0) and not count_include_pad:
+    if _pair(padding) != (0, 0) and not bool(_arg(args, kwargs, 5, "count_include_pad", True)):
         raise UnsupportedOp("padded avg pooling with count_include_pad=False (Caffe counts the padding)")
-    return _pooling(c, node, x, AVE, kernel, stride, padding, ceil_mode)
+    ceil_mode = bool(_arg(args, kwargs, 4, "ceil_mode", False))
+    return _pooling(c, node, _as_blob(args[0]), AVE, kernel, stride, padding, ceil_mode)
 
 
 def _adaptive_pool(c: CaffeConverter, node, args, method: int) -> Blob:
@@ -277,8 +279,8 @@ def _adaptive_max_pool2d(c: CaffeConverter, node, args, kwargs):
 
 def _spatial_reduction(c: CaffeConverter, node, args, kwargs, method: int) -> Blob:
     x = _as_blob(args[0])
-    dims = args[1] if len(args) > 1 else kwargs.get("dim")
-    keepdim = bool(args[2] if len(args) > 2 else kwargs.get("keepdim", False))
+    dims = _arg(args, kwargs, 1, "dim")
+    keepdim = bool(_arg(args, kwargs, 2, "keepdim", False))
     rank = len(x.shape)
     if rank != 4 or dims is None or sorted(_dim(d, rank) for d in dims) != [2, 3]:
         raise UnsupportedOp(f"reduction over dims {dims} of a rank-{rank} tensor (only spatial dims (2, 3))")
@@ -311,7 +313,7 @@ PROD, SUM = 0, 1
 @register_op("aten.add.Tensor")
 def _add(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
-    alpha = float(args[2] if len(args) > 2 else kwargs.get("alpha", 1))
+    alpha = float(_arg(args, kwargs, 2, "alpha", 1))
     if isinstance(a, Blob) and isinstance(b, Blob):
         return _eltwise(c, node, a, b, SUM, None if alpha == 1 else [1.0, alpha])
     blob, const = (a, b) if isinstance(a, Blob) else (b, a)
@@ -324,7 +326,7 @@ def _add(c: CaffeConverter, node, args, kwargs):
 @register_op("aten.sub.Tensor")
 def _sub(c: CaffeConverter, node, args, kwargs):
     a, b = args[0], args[1]
-    alpha = float(args[2] if len(args) > 2 else kwargs.get("alpha", 1))
+    alpha = float(_arg(args, kwargs, 2, "alpha", 1))
     if isinstance(a, Blob) and isinstance(b, Blob):
         return _eltwise(c, node, a, b, SUM, [1.0, -alpha])
     if isinstance(a, Blob):
@@ -371,7 +373,7 @@ def _div(c: CaffeConverter, node, args, kwargs):
 @register_op("aten.cat.default", "aten.concat.default")
 def _cat(c: CaffeConverter, node, args, kwargs):
     tensors = [_as_blob(t, "concatenated tensor") for t in args[0]]
-    axis = _dim(int(args[1] if len(args) > 1 else kwargs.get("dim", 0)), len(tensors[0].shape))
+    axis = _dim(int(_arg(args, kwargs, 1, "dim", 0)), len(tensors[0].shape))
     if axis == 0:
         raise UnsupportedOp("concatenation along the batch axis")
     layer = c.add_layer(node, "Concat", tensors, suffix="concat")
@@ -401,18 +403,19 @@ def _split_sizes(node) -> list[int]:
 @register_op("aten.split.Tensor", "aten.split_with_sizes.default", "aten.chunk.default")
 def _split(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
-    axis = _dim(int(args[2] if len(args) > 2 else kwargs.get("dim", 0)), len(x.shape))
+    axis = _dim(int(_arg(args, kwargs, 2, "dim", 0)), len(x.shape))
     return _slice_into(c, node, x, axis, _split_sizes(node))
 
 
 @register_op("aten.slice.Tensor")
 def _slice(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
-    axis = _dim(int(args[1] if len(args) > 1 else 0), len(x.shape))
+    axis = _dim(int(_arg(args, kwargs, 1, "dim", 0)), len(x.shape))
     size = x.shape[axis]
-    start = args[2] if len(args) > 2 and args[2] is not None else 0
-    end = args[3] if len(args) > 3 and args[3] is not None else size
-    step = args[4] if len(args) > 4 else 1
+    start = _arg(args, kwargs, 2, "start")
+    end = _arg(args, kwargs, 3, "end")
+    start, end = 0 if start is None else start, size if end is None else end
+    step = _arg(args, kwargs, 4, "step", 1)
     if step != 1:
         raise UnsupportedOp(f"strided slicing (step {step})")
     start = max(0, min(size, start + size if start < 0 else start))
@@ -459,7 +462,7 @@ def _select(c: CaffeConverter, node, args, kwargs):
 @register_op("aten.linear.default")
 def _linear(c: CaffeConverter, node, args, kwargs):
     x, weight = _as_blob(args[0]), args[1]
-    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    bias = _arg(args, kwargs, 2, "bias")
     if len(x.shape) != 2:
         raise UnsupportedOp(f"linear layer on a rank-{len(x.shape)} tensor (Caffe's InnerProduct needs (N, C))")
     weights = [_numpy(weight).astype(np.float32)]
@@ -483,8 +486,8 @@ def _power(c: CaffeConverter, node, x: Blob, power: float = 1.0, scale: float = 
 @register_op("aten.clamp.default", "aten.clamp_min.default")
 def _clamp(c: CaffeConverter, node, args, kwargs):
     x = _as_blob(args[0])
-    low = args[1] if len(args) > 1 else kwargs.get("min")
-    high = args[2] if len(args) > 2 else kwargs.get("max")
+    low = _arg(args, kwargs, 1, "min")
+    high = _arg(args, kwargs, 2, "max")
     if high is not None or low is None or isinstance(low, Blob):
         raise UnsupportedOp("clamp with an upper bound (Caffe has only max(x, 0))")
     low = float(_numpy(low).reshape(-1)[0])
@@ -515,7 +518,7 @@ for _name in ("aten.clone.default", "aten.contiguous.default", "aten.alias.defau
 
 @register_op("aten.dropout.default", "aten.feature_dropout.default")
 def _dropout(c: CaffeConverter, node, args, kwargs):
-    if bool(args[2] if len(args) > 2 else kwargs.get("train", False)):
+    if bool(_arg(args, kwargs, 2, "train", False)):
         raise UnsupportedOp("dropout in training mode")
     return args[0]
 
