@@ -53,4 +53,4 @@ def test_convert_cli_then_eval_only(tmp_path, synthetic_root):
                  "TEST.IMS_PER_BATCH", "32"])
     assert code == 0
     log = open(os.path.join(ev, "log.txt"), encoding="utf-8").read()
-    assert "Loaded model weights" in log and "missing" not in log.lower()
+    assert "tensors into Baseline from" in log and "missing" not in log.lower()
