@@ -137,7 +137,7 @@ def pair_distances(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, metric:
     the negative pairs (different pid), uniformly sampled down to about ``max_negatives`` (None:
     all); junk pairs are in neither. Returns ``(positives, negatives, number of negative pairs)``.
     With every negative kept, :func:`roc_curve` on them gives the exact ``TPR@FPR`` values."""
-    from .features import prepare_pair
+    from .distance import prepare_pair
     from .rank import MatchTable, as_id_array, rows_per_chunk
 
     q_pids, g_pids = as_id_array(q_pids, "q_pids"), as_id_array(g_pids, "g_pids")
