@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 
 from omnireid.config import CfgNode
+from omnireid.config.fastreid import nest
 from omnireid.utils.file_io import atomic_write_bytes, atomic_write_text
 
-from .space import SearchSpace, unflatten
+from .space import SearchSpace
 
 COMPLETED, STOPPED, ERROR, PENDING = "completed", "stopped early", "error", "not run"
 
@@ -109,7 +110,7 @@ def _csv_value(value: Any) -> Any:
 def best_config(base: CfgNode, space: SearchSpace, best: TrialSummary, output_dir: str) -> CfgNode:
     """The base config with the best trial's values and seed: ``omnireid train`` reproduces the trial."""
     cfg = base.clone().defrost()
-    cfg.merge_from_dict(unflatten({**space.fixed, **best.values}), source=f"trial {best.trial_id}")
+    cfg.merge_from_dict(nest({**space.fixed, **best.values}), source=f"trial {best.trial_id}")
     cfg.SEED = int(best.metrics["seed"])
     cfg.OUTPUT_DIR = output_dir
     return cfg

@@ -26,12 +26,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from omnireid.config import CfgNode, ConfigError
+from omnireid.config.fastreid import nest
 from omnireid.engine import setup_cfg
 from omnireid.utils.file_io import atomic_write_text
 
 from . import results as R
 from .algorithms import SCHEDULERS, SEARCH_ALGORITHMS, SchedulerSettings, SearchSettings, check_combination
-from .space import SearchSpace, load_search_space, space_summary, unflatten
+from .space import SearchSpace, load_search_space, space_summary
 from .trial import TrialJob, run_trial
 
 EXPERIMENT = "tune"  # the experiment folder's name under OUTPUT_DIR
@@ -238,7 +239,7 @@ def run_experiment(settings: TuneSettings, address: str | None, resume: bool, pl
     base = setup_cfg(settings.config_file, list(settings.opts))
     space = load_search_space(settings.search_space, base)
     check_combination(settings.search_alg, settings.scheduler)
-    with_fixed = base.clone().defrost().merge_from_dict(unflatten(space.fixed), source=space.source)
+    with_fixed = base.clone().defrost().merge_from_dict(nest(space.fixed), source=space.source)
     max_t = settings.max_t or evaluations_per_trial(with_fixed)
     output_dir = os.path.abspath(base.OUTPUT_DIR)
     experiment_dir = os.path.join(output_dir, EXPERIMENT)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import yaml
 
 from omnireid.config import CfgNode, ConfigError
+from omnireid.config.fastreid import nest
 from omnireid.utils.registry import Registry
 
 # distribution name (the YAML key) -> Domain subclass
@@ -329,23 +330,11 @@ class SearchSpace:
     def apply(self, cfg: CfgNode, sampled: dict[str, Any]) -> CfgNode:
         """A copy of ``cfg`` with this trial's values merged in (``cfg`` is left untouched)."""
         out = cfg.clone().defrost()
-        out.merge_from_dict(unflatten(self.decode(sampled)), source=self.source)
+        out.merge_from_dict(nest(self.decode(sampled)), source=self.source)
         return out
 
     def describe(self) -> dict[str, str]:
         return {key: domain.describe() for key, domain in self.domains.items()}
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"SOLVER.BASE_LR": x}`` -> ``{"SOLVER": {"BASE_LR": x}}`` (the form config files have)."""
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = nested
-        *sections, leaf = key.split(".")
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[leaf] = value
-    return nested
 
 
 def load_search_space(path: str, cfg: CfgNode) -> SearchSpace:
@@ -431,7 +420,7 @@ def _check_value(cfg: CfgNode, key: str, value: Any, source: str) -> None:
                                f"{key}.{next(iter(_lookup(cfg, key)))}")
     probe = cfg.clone().defrost()
     try:
-        probe.merge_from_dict(unflatten({key: value}), source=source)
+        probe.merge_from_dict(nest({key: value}), source=source)
     except ConfigError as exc:
         raise SearchSpaceError(str(exc)) from None
 
