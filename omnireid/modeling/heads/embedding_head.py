@@ -66,15 +66,20 @@ class EmbeddingHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: "CfgNode", in_channels: int | None = None) -> "EmbeddingHead":
+        return cls(**cls.config_arguments(cfg, in_channels))
+
+    @staticmethod
+    def config_arguments(cfg: "CfgNode", in_channels: int | None = None) -> dict:
+        """The constructor arguments ``MODEL.HEADS`` gives; heads extending this one add their own."""
         heads = cfg.MODEL.HEADS
         if in_channels is None:
             in_channels = cfg.MODEL.BACKBONE.FEAT_DIM
         elif in_channels != cfg.MODEL.BACKBONE.FEAT_DIM:
             logger.info("Backbone outputs %d channels; MODEL.BACKBONE.FEAT_DIM=%d is not used",
                         in_channels, cfg.MODEL.BACKBONE.FEAT_DIM)
-        return cls(in_channels=in_channels, num_classes=heads.NUM_CLASSES, embedding_dim=heads.EMBEDDING_DIM,
-                   with_bnneck=heads.WITH_BNNECK, neck_feat=heads.NECK_FEAT, pool_layer=heads.POOL_LAYER,
-                   cls_layer=heads.CLS_LAYER, scale=heads.SCALE, margin=heads.MARGIN, norm=heads.NORM)
+        return dict(in_channels=in_channels, num_classes=heads.NUM_CLASSES, embedding_dim=heads.EMBEDDING_DIM,
+                    with_bnneck=heads.WITH_BNNECK, neck_feat=heads.NECK_FEAT, pool_layer=heads.POOL_LAYER,
+                    cls_layer=heads.CLS_LAYER, scale=heads.SCALE, margin=heads.MARGIN, norm=heads.NORM)
 
     def _pool_and_neck(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = self.pool_layer(features)
