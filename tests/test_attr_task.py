@@ -177,3 +177,14 @@ def test_groups_without_their_loss_is_a_config_error(synthetic_root, tmp_path):
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "GroupCrossEntropyLoss" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                                                                "configs", "Attribute"))))
+def test_attribute_recipes_load_and_train_every_attribute(name):
+    from omnireid.config import setup_cfg
+
+    cfg = setup_cfg(os.path.join("configs", "Attribute", name))
+    assert cfg.MODEL.HEADS.NAME == "AttributeHead"
+    assert {"BinaryCrossEntropyLoss", "GroupCrossEntropyLoss"} <= set(cfg.MODEL.LOSSES.NAME)
+    assert name.startswith("Base") or cfg.DATASETS.NAMES[0] in DATASET_REGISTRY
