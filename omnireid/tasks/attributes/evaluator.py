@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from omnireid.evaluation import EVALUATOR_REGISTRY, SampleEvaluator, register_protocol
+from omnireid.evaluation.headline import register_headline_metric
 from omnireid.utils import comm
 from omnireid.utils.file_io import atomic_write_text
 
@@ -118,3 +119,9 @@ class AttributeEvaluator(SampleEvaluator):
         if self.output_dir:
             atomic_write_text(os.path.join(self.output_dir, f"{self.name}_attributes.csv"),
                               attribute_table_csv(results))
+
+
+@register_headline_metric(ATTRIBUTES_PROTOCOL, name="mA (group_acc when there is no binary attribute)")
+def _attributes_headline(metrics: dict[str, float]) -> float:
+    """PAR's and FastAttr's model-selection number: label-based mA."""
+    return metrics["mA"] if "mA" in metrics else metrics["group_acc"]

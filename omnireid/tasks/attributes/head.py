@@ -52,6 +52,7 @@ class AttributeHead(EmbeddingHead):
         self.attribute_classifier = nn.Linear(self.feat_dim, total, bias=False)
         nn.init.normal_(self.attribute_classifier.weight, std=0.01)
         self.attribute_bn = nn.BatchNorm1d(total) if attribute_bn else nn.Identity()
+        self.eval_attributes = True  # see restrict_outputs
 
     @classmethod
     def from_config(cls, cfg: "CfgNode", in_channels: int | None = None) -> "AttributeHead":
@@ -67,10 +68,17 @@ class AttributeHead(EmbeddingHead):
         outputs["attribute_logits"] = self.attribute_logits(outputs["neck_features"])
         return outputs
 
+    def restrict_outputs(self, names: tuple[str, ...]) -> None:
+        """A deployed graph computes the attribute classifier only when ``attributes`` is exported."""
+        super().restrict_outputs(names)
+        self.eval_attributes = "attributes" in names
+
     def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.training:
             return self.compute_outputs(features, targets)
         outputs = super().forward(features)
+        if not self.eval_attributes:
+            return outputs
         logits = self.attribute_logits(outputs["features"])
         outputs["attributes"] = attribute_probabilities(logits, self.num_attributes, self.attribute_groups)
         return outputs
