@@ -26,6 +26,7 @@ from omnireid.modeling.backbones.resnest import RESNEST_SPECS, ResNeSt
 from omnireid.modeling.backbones.resnext import RESNEXT_SPECS, ResNeXt
 from omnireid.modeling.backbones.shufflenet import SHUFFLENET_CHANNELS
 from omnireid.modeling.backbones.vision_transformer import VIT_SPECS, VisionTransformer
+from omnireid.tasks.face.backbones import IRESNET_LAYERS, MOBILEFACENET_SPECS, IResNet, MobileFaceNet
 
 SIZES = ((64, 32), (96, 48))
 
@@ -70,9 +71,21 @@ CASES: list[tuple[str, str, Callable[[], nn.Module]]] = [
     ("build_regnet_backbone", "regnety-200mf", from_cfg("build_regnet_backbone", DEPTH="200y", LAST_STRIDE=2)),
     ("build_timm_backbone", "timm-mobilenetv3_small_050",
      from_cfg("timm", VARIANT="mobilenetv3_small_050")),
+    ("build_iresnet_backbone", "iresnet-tiny-gn",
+     lambda: IResNet((1, 1, 1, 1), input_size=(32, 32), num_features=16, dropout=0.2, width=0.25, norm="GN")),
+    ("build_iresnet_backbone", "iresnet18-cfg",
+     from_cfg("build_iresnet_backbone", DEPTH="18", FEAT_DIM=32, WIDTH_MULT=0.125,
+              _root={"INPUT.SIZE_TRAIN": [48, 40], "INPUT.SIZE_TEST": [48, 40]})),
+    ("build_mobilefacenet_backbone", "mobilefacenet-tiny",
+     from_cfg("build_mobilefacenet_backbone", DEPTH="mbf", FEAT_DIM=16, WIDTH_MULT=0.125,
+              _root={"INPUT.SIZE_TRAIN": [32, 32], "INPUT.SIZE_TEST": [32, 32]})),
     ("build_timm_backbone", "timm-vit_tiny (tokens)",
      from_cfg("timm", VARIANT="vit_tiny_patch16_224", _root={"INPUT.SIZE_TRAIN": [64, 32]})),
 ]
+
+
+# Backbones whose embedding layer is sized from the input take only that input size.
+FIXED_INPUT_SIZE = {"iresnet-tiny-gn": (32, 32), "iresnet18-cfg": (48, 40), "mobilefacenet-tiny": (32, 32)}
 
 
 def test_every_registered_backbone_has_a_case():
@@ -93,7 +106,8 @@ def test_backbone(name, case, factory, tmp_path):
 
     # training: forward + backward at two input sizes, every parameter receives a gradient
     model.train()
-    for height, width in SIZES:
+    sizes = (FIXED_INPUT_SIZE[case],) if case in FIXED_INPUT_SIZE else SIZES
+    for height, width in sizes:
         x = torch.randn(2, 3, height, width)
         out = _forward(model, x, camids=torch.tensor([0, 2]))
         assert out.dim() == 4 and out.shape[:2] == (2, model.out_channels), out.shape
@@ -105,7 +119,7 @@ def test_backbone(name, case, factory, tmp_path):
 
     # state-dict round trip into a fresh instance: identical eval outputs
     model.eval()
-    x = torch.randn(3, 3, *SIZES[0])
+    x = torch.randn(3, 3, *sizes[0])
     with torch.no_grad():
         expected = _forward(model, x)
     buffer = io.BytesIO()
@@ -119,7 +133,7 @@ def test_backbone(name, case, factory, tmp_path):
     # ONNX (legacy exporter, opset 17, dynamic batch) and onnxruntime parity at another batch size
     onnxruntime = pytest.importorskip("onnxruntime")
     path = str(tmp_path / "backbone.onnx")
-    torch.onnx.export(model, (torch.randn(2, 3, *SIZES[0]),), path, dynamo=False, opset_version=17,
+    torch.onnx.export(model, (torch.randn(2, 3, *sizes[0]),), path, dynamo=False, opset_version=17,
                       input_names=["images"], output_names=["features"],
                       dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])

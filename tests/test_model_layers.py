@@ -255,6 +255,55 @@ def test_arc_softmax_matches_formula(classifier_inputs, easy_margin):
     torch.testing.assert_close(clf.margin_free_logits(x), S * torch.tensor(cos, dtype=torch.float64))
 
 
+def _combined_reference(cos, targets, m1, m2, m3):
+    """cos(m1 θ + m2) - m3 at the target, continued monotonically past m1 θ + m2 = π (see the class)."""
+    out = []
+    for row, y in zip(cos, targets):
+        new_row = []
+        for k, c in enumerate(row):
+            theta = math.acos(c)
+            if k != y:
+                new_row.append(S * c)
+            elif m1 * theta + m2 <= math.pi:
+                new_row.append(S * (math.cos(m1 * theta + m2) - m3))
+            elif m1 == 1:
+                new_row.append(S * (c - m2 * math.sin(m2) - m3))
+            else:
+                new_row.append(S * (c - 1 - math.cos((math.pi - m2) / m1) - m3))
+        out.append(new_row)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("m1,m2,m3", [(1.0, 0.5, 0.0), (1.0, 0.0, 0.35), (1.0, 0.3, 0.2), (1.35, 0.0, 0.0),
+                                      (2.0, 0.2, 0.1)])
+def test_combined_margin_matches_formula(classifier_inputs, m1, m2, m3):
+    x, t = classifier_inputs
+    clf = build_classifier("CombinedMarginSoftmax", 4, 3, scale=S, margin=m2, m1=m1, m3=m3).double()
+    with torch.no_grad():
+        x[3] = -clf.weight[2] + 1e-3  # θ near π: the monotone continuation
+    cos = _cosines(x, clf.weight.detach())
+    torch.testing.assert_close(clf(x, t), _combined_reference(cos, t.tolist(), m1, m2, m3))
+    torch.testing.assert_close(clf.margin_free_logits(x), S * torch.tensor(cos, dtype=torch.float64))
+
+
+def test_combined_margin_special_cases_equal_arcface_and_cosface(classifier_inputs):
+    x, t = classifier_inputs
+    combined = build_classifier("CombinedMarginSoftmax", 4, 3, scale=S, margin=M).double()
+    arc = ArcSoftmax(4, 3, scale=S, margin=M).double()
+    arc.weight = combined.weight
+    torch.testing.assert_close(combined(x, t), arc(x, t), rtol=0, atol=0)
+    cos_combined = build_classifier("CombinedMarginSoftmax", 4, 3, scale=S, margin=0.0, m3=M).double()
+    cosface = CosSoftmax(4, 3, scale=S, margin=M).double()
+    cosface.weight = cos_combined.weight
+    torch.testing.assert_close(cos_combined(x, t), cosface(x, t))
+
+
+def test_margins_a_classifier_cannot_apply_are_an_error():
+    with pytest.raises(ValueError, match="ArcSoftmax.*m3"):
+        build_classifier("ArcSoftmax", 4, 3, scale=S, margin=M, m1=1.0, m3=0.2)
+    build_classifier("ArcSoftmax", 4, 3, scale=S, margin=M, m1=1.0, m3=0.0)  # neutral values are fine
+
+
 def test_circle_softmax_matches_formula(classifier_inputs):
     x, t = classifier_inputs
     clf = build_classifier("CircleSoftmax", 4, 3, scale=S, margin=M).double()
@@ -270,6 +319,7 @@ _NO_TARGET_ROW = {
     "Linear": lambda c, s, m: c * s,
     "CosSoftmax": lambda c, s, m: c * s,
     "ArcSoftmax": lambda c, s, m: c * s,
+    "CombinedMarginSoftmax": lambda c, s, m: c * s,
     "CircleSoftmax": lambda c, s, m: s * (c + m).clamp(min=0) * (c - m),  # every class is a negative
 }
 

@@ -12,6 +12,7 @@ A target of ``-1`` means "no class on this rank/sample" and gets no margin (Fast
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -92,7 +93,60 @@ class CosSoftmax(_CosineClassifier):
         return (logits - self.margin * mask.one_hot.to(logits.dtype)) * self.scale
 
 
-class ArcSoftmax(_CosineClassifier):
+class CombinedMarginSoftmax(_CosineClassifier):
+    """insightface's combined margin: ``s * (cos(m1 θ_y + m2) - m3)`` at the target, ``s * cos θ`` elsewhere.
+
+    ``margin`` is the additive angular margin ``m2`` (ArcFace), ``m1`` the multiplicative angular
+    margin (SphereFace) and ``m3`` the additive cosine margin (CosFace); (1, 0.5, 0) is ArcFace,
+    (1, 0, 0.35) CosFace, (1, 0.3, 0.2) the combination of Deng et al. (2019, Table 1).
+
+    Past the point where ``m1 θ + m2`` reaches π the target logit would rise again, so it continues
+    monotonically instead: with ``m1 = 1`` as insightface/FastReID's ArcFace (``cos θ - m3 - m2 sin m2``
+    once ``cos θ <= cos(π - m2)``), otherwise as ``cos θ - 1 - cos θ* - m3`` (continuous at
+    ``θ* = (π - m2) / m1``). With ``easy_margin`` the angular margin applies only where ``cos θ > 0``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, margin: float = 0.0,
+                 m1: float = 1.0, m3: float = 0.0, easy_margin: bool = False) -> None:
+        super().__init__(in_features, num_classes, scale, margin)
+        if m1 < 1.0 or margin < 0.0 or m3 < 0.0:
+            raise ValueError(f"combined margins need m1 >= 1, m2 >= 0, m3 >= 0; got ({m1}, {margin}, {m3})")
+        self.m1, self.m3 = float(m1), float(m3)
+        self.easy_margin = easy_margin
+        self.cos_m = math.cos(self.margin)
+        self.sin_m = math.sin(self.margin)
+        self.threshold = math.cos(math.pi - self.margin)
+        self.fallback_offset = math.sin(math.pi - self.margin) * self.margin
+        self.theta_limit = (math.pi - self.margin) / self.m1
+
+    def _target_logit(self, cos_t: torch.Tensor) -> torch.Tensor:
+        if self.m1 == 1.0:
+            sin_t = (1.0 - cos_t.square()).clamp(min=1e-12).sqrt()
+            margined = cos_t * self.cos_m - sin_t * self.sin_m
+            fallback = cos_t - self.fallback_offset
+            beyond = cos_t <= self.threshold
+        else:
+            theta = torch.acos(cos_t.clamp(-1.0 + 1e-7, 1.0 - 1e-7))
+            margined = torch.cos(self.m1 * theta + self.margin)
+            fallback = cos_t - 1.0 - math.cos(self.theta_limit)
+            beyond = theta > self.theta_limit
+        if self.easy_margin:
+            adjusted = torch.where(cos_t > 0, margined, cos_t)
+        else:
+            adjusted = torch.where(beyond, fallback, margined)
+        return adjusted - self.m3
+
+    def apply_margin(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        mask = _TargetMask(logits, targets)
+        cos_t = logits.gather(1, mask.index)
+        adjusted = torch.where(mask.valid[:, None], self._target_logit(cos_t), cos_t)
+        return logits.scatter(1, mask.index, adjusted) * self.scale
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", m1={self.m1}, m3={self.m3}, easy_margin={self.easy_margin}"
+
+
+class ArcSoftmax(CombinedMarginSoftmax):
     """ArcFace (Deng et al. 2019): ``s * cos(θ_y + m)`` at the target, ``s * cos θ`` elsewhere.
 
     Where ``θ_y + m`` would pass π (``cos θ_y <= cos(π - m)``), cos(θ+m) stops being monotonic, so
@@ -102,24 +156,7 @@ class ArcSoftmax(_CosineClassifier):
 
     def __init__(self, in_features: int, num_classes: int, scale: float = 1.0, margin: float = 0.0,
                  easy_margin: bool = False) -> None:
-        super().__init__(in_features, num_classes, scale, margin)
-        self.easy_margin = easy_margin
-        self.cos_m = math.cos(self.margin)
-        self.sin_m = math.sin(self.margin)
-        self.threshold = math.cos(math.pi - self.margin)
-        self.fallback_offset = math.sin(math.pi - self.margin) * self.margin
-
-    def apply_margin(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        mask = _TargetMask(logits, targets)
-        cos_t = logits.gather(1, mask.index)
-        sin_t = (1.0 - cos_t.square()).clamp(min=1e-12).sqrt()
-        cos_t_plus_m = cos_t * self.cos_m - sin_t * self.sin_m
-        if self.easy_margin:
-            adjusted = torch.where(cos_t > 0, cos_t_plus_m, cos_t)
-        else:
-            adjusted = torch.where(cos_t > self.threshold, cos_t_plus_m, cos_t - self.fallback_offset)
-        adjusted = torch.where(mask.valid[:, None], adjusted, cos_t)
-        return logits.scatter(1, mask.index, adjusted) * self.scale
+        super().__init__(in_features, num_classes, scale, margin, m1=1.0, m3=0.0, easy_margin=easy_margin)
 
 
 class CircleSoftmax(_CosineClassifier):
@@ -142,13 +179,30 @@ class CircleSoftmax(_CosineClassifier):
 CLASSIFIER_REGISTRY.register("Linear", aliases=("linear",))(Linear)
 CLASSIFIER_REGISTRY.register("CosSoftmax", aliases=("cosSoftmax", "CosFace"))(CosSoftmax)
 CLASSIFIER_REGISTRY.register("ArcSoftmax", aliases=("arcSoftmax", "ArcFace"))(ArcSoftmax)
+CLASSIFIER_REGISTRY.register("CombinedMarginSoftmax", aliases=("CombinedMargin",))(CombinedMarginSoftmax)
 CLASSIFIER_REGISTRY.register("CircleSoftmax", aliases=("circleSoftmax",))(CircleSoftmax)
 
 
-def build_classifier(name: str, in_features: int, num_classes: int, scale: float, margin: float) -> Linear:
-    """The classifier registered as ``name`` (``MODEL.HEADS.CLS_LAYER``)."""
+def build_classifier(name: str, in_features: int, num_classes: int, scale: float, margin: float,
+                     **options: float) -> Linear:
+    """The classifier registered as ``name`` (``MODEL.HEADS.CLS_LAYER``).
+
+    ``options`` (e.g. the combined margin's ``m1``/``m3``) go to classifiers whose constructor takes
+    them; a classifier without such an argument accepts it only at its neutral value
+    (:data:`NEUTRAL_OPTIONS`), so a configured margin is never silently dropped.
+    """
     try:
         cls = CLASSIFIER_REGISTRY.get(name)
     except KeyError as exc:
         raise ValueError(f"MODEL.HEADS.CLS_LAYER: {exc.args[0]}") from None
-    return cls(in_features, num_classes, scale=scale, margin=margin)
+    accepted = inspect.signature(cls).parameters
+    unused = {k: v for k, v in options.items() if k not in accepted and v != NEUTRAL_OPTIONS.get(k)}
+    if unused:
+        raise ValueError(f"MODEL.HEADS.CLS_LAYER {name!r} does not take {unused}; use CombinedMarginSoftmax for "
+                         "multiplicative (m1) and additive cosine (m3) margins")
+    return cls(in_features, num_classes, scale=scale, margin=margin,
+               **{k: v for k, v in options.items() if k in accepted})
+
+
+# Values of optional classifier arguments that mean "not used" (a classifier without them is fine).
+NEUTRAL_OPTIONS: dict[str, float] = {"m1": 1.0, "m3": 0.0}
