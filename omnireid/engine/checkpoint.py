@@ -12,6 +12,7 @@ from torch import nn
 
 from omnireid.utils import comm
 from omnireid.utils.file_io import atomic_torch_save, atomic_write_text
+from omnireid.utils.sharding import full_state_dicts, local_model_state, local_optimizer_state
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,10 @@ class Checkpointer:
     def save(self, name: str, **extra: Any) -> str:
         path = os.path.join(self.save_dir, f"{name}.pth")
         rng_states = comm.all_gather_object(capture_rng_state())
+        # on every rank: model-parallel (sharded) tensors are gathered in full
+        data: dict[str, Any] = full_state_dicts(unwrap(self.model), self.checkpointables)
         if not comm.is_main_process():
             return path
-        data: dict[str, Any] = {"model": unwrap(self.model).state_dict()}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
         data["rng"] = rng_states
         data.update(extra)
         atomic_torch_save(data, path)
@@ -90,11 +90,13 @@ class Checkpointer:
     def restore(self, data: dict[str, Any], source: str = "<checkpoint>") -> dict[str, Any]:
         """Restore everything in a loaded checkpoint; returns the other entries (``iteration``...)."""
         data = dict(data)
-        unwrap(self.model).load_state_dict(data.pop("model"))
+        model = unwrap(self.model)
+        model.load_state_dict(local_model_state(model, data.pop("model")))  # each rank keeps its shards
         for key, obj in self.checkpointables.items():
             if key not in data:
                 raise KeyError(f"{source} has no {key!r} state; cannot resume exactly")
-            obj.load_state_dict(data.pop(key))
+            state = data.pop(key)
+            obj.load_state_dict(local_optimizer_state(obj, state) if isinstance(obj, torch.optim.Optimizer) else state)
         rng_states = data.pop("rng", None)
         if rng_states is not None:
             if len(rng_states) == comm.get_world_size():

@@ -21,6 +21,7 @@ from omnireid.solver import build_lr_scheduler, build_optimizer
 from omnireid.utils import comm
 from omnireid.utils.hardware import cpu_has_native_bf16
 from omnireid.utils.registry import Registry
+from omnireid.utils.sharding import exclude_sharded_from_ddp
 
 from . import hooks as H
 from .checkpoint import Checkpointer, unwrap
@@ -159,6 +160,7 @@ class Trainer(TrainerBase):
         if resume_state:
             self.checkpointer.restore(resume_state, source=self._resume_path)
         if comm.get_world_size() > 1:
+            exclude_sharded_from_ddp(model)  # model-parallel parameters (Partial FC) stay per rank
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
         self.model = model.train()  # evaluation restores the mode it found

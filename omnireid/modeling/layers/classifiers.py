@@ -54,9 +54,14 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_classes, in_features))
         nn.init.normal_(self.weight, std=0.01)
 
-    def base_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Margin-free, unscaled logits ``(N, num_classes)``."""
-        return F.linear(features, self.weight)
+    def class_weight(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The class-weight matrix, or only the classes ``rows`` (sampled classes, e.g. Partial FC;
+        indexing keeps the gradient flowing into the full matrix)."""
+        return self.weight if rows is None else self.weight[rows]
+
+    def base_logits(self, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Margin-free, unscaled logits ``(N, num_classes)`` (or ``(N, len(rows))``)."""
+        return F.linear(features, self.class_weight(rows))
 
     def apply_margin(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Training logits from :meth:`base_logits` output (returns a new tensor)."""
@@ -78,11 +83,12 @@ class Linear(nn.Module):
 class _CosineClassifier(Linear):
     """Logits are cosines between the L2-normalised feature and class weights."""
 
-    def base_logits(self, features: torch.Tensor) -> torch.Tensor:
+    def base_logits(self, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         # float32 even under autocast: margins act on cosines, where fp16/bf16 rounding is large
         dtype = torch.promote_types(features.dtype, torch.float32)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            return F.linear(F.normalize(features.to(dtype), dim=1), F.normalize(self.weight.to(dtype), dim=1))
+            weight = F.normalize(self.class_weight(rows).to(dtype), dim=1)
+            return F.linear(F.normalize(features.to(dtype), dim=1), weight)
 
 
 class CosSoftmax(_CosineClassifier):

@@ -91,7 +91,8 @@ def read_index(idx_path: str) -> dict[int, int]:
             try:
                 index[int(parts[0])] = int(parts[1])
             except ValueError:
-                raise RecordIOError(f"{idx_path}:{number}: key and offset must be integers, got {line.strip()!r}") from None
+                raise RecordIOError(f"{idx_path}:{number}: key and offset must be integers, "
+                                    f"got {line.strip()!r}") from None
     return index
 
 
