@@ -194,11 +194,11 @@ class PartialFCHead(nn.Module):
             outputs["pred_class_logits"] = base * scale
         return outputs
 
-    def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None
-                ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Eval: the embedding ``(N, D)``; training: :meth:`compute_outputs`."""
+    def forward(self, features: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Eval: ``{"features": embedding (N, D)}`` (no identity logits: up to millions of classes, sharded,
+        and not a face deployment output); training: :meth:`compute_outputs`."""
         if not self.training:
-            return self.embed(features)
+            return {"features": self.embed(features)}
         return self.compute_outputs(features, targets)
 
 
