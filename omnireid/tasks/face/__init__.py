@@ -1,5 +1,3 @@
-"""Face recognition: iResNet / MobileFaceNet, margin heads with Partial FC, insightface data, k-fold verification.
-
-Importing the package registers its pieces (backbones, heads, losses, datasets, evaluator, config section).
-"""
-from . import backbones  # noqa: F401
+"""Face recognition: iResNet / MobileFaceNet, margin heads with Partial FC, insightface data without mxnet,
+k-fold verification. Importing the package registers every piece."""
+from . import backbones, partial_fc  # noqa: F401
