@@ -131,3 +131,9 @@ def test_two_processes_equal_one_and_resume_on_another_process_count(tmp_path):
         resumed = torch.load(tmp_path / f"{tag}_w{world}.pt")
         torch.testing.assert_close(resumed["weight"], one["weight"], **tol)
         torch.testing.assert_close(resumed["backbone"], one["backbone"], **tol)
+
+
+def test_loss_without_sharded_targets_is_plain_cross_entropy():
+    logits = torch.randn(6, 5, requires_grad=True)
+    targets = torch.tensor([0, 4, 2, 2, 1, 3])
+    torch.testing.assert_close(PartialFCLoss()({"cls_outputs": logits}, targets), F.cross_entropy(logits, targets))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from omnireid.modeling.heads import HEAD_REGISTRY
@@ -204,10 +205,15 @@ class PartialFCHead(nn.Module):
 
 @LOSS_REGISTRY.register()
 class PartialFCLoss(nn.Module):
-    """Softmax cross-entropy of :class:`PartialFCHead`'s margin logits, across ranks (``loss_cls``)."""
+    """Softmax cross-entropy of margin logits whose classes may be split across ranks (``loss_cls``).
+
+    With :class:`PartialFCHead`'s ``cls_targets`` the logits are the global batch against this rank's
+    sampled centres and the softmax is taken across ranks; without them (any other head) they are
+    this rank's batch against every class and ``targets`` index them: plain cross-entropy.
+    """
 
     loss_name = "loss_cls"
-    required_outputs = ("cls_outputs", "cls_targets")
+    required_outputs = ("cls_outputs",)
 
     def __init__(self, scale: float = 1.0) -> None:
         super().__init__()
@@ -219,5 +225,6 @@ class PartialFCLoss(nn.Module):
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         logits = require_output(outputs, "cls_outputs", type(self).__name__)
-        cls_targets = require_output(outputs, "cls_targets", type(self).__name__)
-        return sharded_cross_entropy(logits, cls_targets) * self.scale
+        if "cls_targets" in outputs:
+            return sharded_cross_entropy(logits, outputs["cls_targets"]) * self.scale
+        return F.cross_entropy(at_least_float32(logits), targets) * self.scale
