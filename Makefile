@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CORE_STAMP := $(VENV)/.omnireid-core
 TEST_STAMP := $(VENV)/.omnireid-test
+GPU_STAMP := $(VENV)/.omnireid-gpu
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow test-gpu bench install clean
 
 $(CORE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ $(TEST_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install -q yacs termcolor
 	touch $(TEST_STAMP)
 
+$(GPU_STAMP): $(TEST_STAMP)
+	$(PY) -m pip install -q -e ".[tensorrt]"
+	touch $(GPU_STAMP)
+
 install: $(TEST_STAMP)
 
 demo: $(CORE_STAMP)
@@ -34,6 +39,11 @@ test: $(TEST_STAMP)
 
 test-slow: $(TEST_STAMP)
 	$(PY) -m pytest -q -m slow
+
+# On a machine with a CUDA GPU: the tests marked `cuda` (TensorRT engine build + parity in FP32/FP16/INT8).
+# A missing GPU or TensorRT fails here instead of skipping.
+test-gpu: $(GPU_STAMP)
+	OMNIREID_REQUIRE_GPU=1 $(PY) -m pytest -q -m cuda
 
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/eval_bench.py

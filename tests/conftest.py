@@ -57,3 +57,14 @@ def serve_assets(tmp_path_factory) -> dict:
             "gallery": write_images(str(root / "gallery"), 24, seed=0),
             "extra": write_images(str(root / "extra"), 6, seed=1, prefix="new"),
             "root": str(root)}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly when the FastReID-equivalence tests did not run (FastReID 1.4.0 not installed)."""
+    import sys
+
+    reference = sys.modules.get("fastreid_reference")
+    skipped = getattr(reference, "SKIPPED_MODULES", [])
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} FastReID-equivalence test modules were SKIPPED", red=True)
+        terminalreporter.write_line(f"({', '.join(sorted(set(skipped)))}): {reference.INSTALL_HINT}")

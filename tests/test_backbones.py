@@ -499,7 +499,9 @@ def test_pretrained_lookup_missing_mismatching_and_loading(tmp_path, monkeypatch
     assert weights.resolve_pretrained_path("", "net", str(manifest_path)).endswith("osnet_x0_25_imagenet.pth")
     manifest_path.write_text(manifest_path.read_text().replace(digest[:12], "0" * 12))
     weights._read_manifest.cache_clear()
-    with pytest.raises(ValueError, match="https://x/y"):
+    from omnireid.utils.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="https://x/y"):
         weights.resolve_pretrained_path("", "net", str(manifest_path))
 
 

@@ -96,7 +96,7 @@ def test_bad_arguments(tmp_path):
     stray = tmp_path / "b" / "query"
     stray.mkdir(parents=True)
     (stray / "0001_c1s1_000001_01.jpg").write_bytes(b"old")
-    with pytest.raises(FileExistsError, match="empty folder"):
+    with pytest.raises(OSError, match="empty folder"):
         write_synthetic_reid(str(tmp_path / "b"), **SMALL)
 
 

@@ -74,14 +74,19 @@ def test_extract_folder_and_dataset_split(trained, synthetic_root, tmp_path):
     assert split["pids"].dtype == np.int64 and (split["pids"] > 0).all()
 
 
-def test_cli_argument_errors(trained, tmp_path):
+def test_cli_argument_errors(trained, tmp_path, capsys):
     _, _, config_file, opts = trained
-    with pytest.raises(SystemExit, match="--format and --output required"):
-        main(["export", "--config-file", config_file, *opts])
-    with pytest.raises(SystemExit, match="Unknown export format 'onnxx'"):
-        main(["export", "--config-file", config_file, *opts, "--format", "onnxx", "--output", str(tmp_path)])
-    with pytest.raises(SystemExit, match="exactly one of --images"):
-        main(["extract", "--artifact", "x.onnx", "--output", str(tmp_path / "f.npz")])
+    cases = [
+        (["export", "--config-file", config_file, *opts], "omnireid export: error: --format and --output required"),
+        (["export", "--config-file", config_file, *opts, "--format", "onnxx", "--output", str(tmp_path)],
+         "omnireid export: error: --format: Unknown export format 'onnxx'. Did you mean 'onnx'?"),
+        (["extract", "--artifact", "x.onnx", "--output", str(tmp_path / "f.npz")],
+         "omnireid extract: error: give exactly one of --images DIR and --dataset NAME:SPLIT"),
+    ]
+    for argv, line in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(line), err
 
 
 def test_parity_images_come_from_the_configured_test_set(synthetic_root):

@@ -17,6 +17,7 @@ import json
 import logging
 
 from omnireid.cli.main import COMMAND_REGISTRY
+from omnireid.utils.errors import ConfigError, UnknownNameError
 
 logger = logging.getLogger("omnireid")
 
@@ -73,20 +74,17 @@ def run_export(args: argparse.Namespace) -> int:
     args = split_trailing_flags(args, _add_export_flags)
     missing = [flag for flag, value in (("--format", args.format), ("--output", args.output)) if not value]
     if missing:
-        raise SystemExit(f"omnireid export: error: {' and '.join(missing)} required")
+        raise ConfigError(f"{' and '.join(missing)} required")
     if not args.config_file:
-        raise SystemExit("omnireid export: error: --config-file is required (the model is built from it)")
+        raise ConfigError("--config-file is required (the model is built from it)")
     from omnireid.export.base import get_exporter
 
     try:
         get_exporter(args.format)
-    except ValueError as exc:
-        raise SystemExit(f"omnireid export: error: --format: {exc}") from None
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"--format: {exc}") from None
     setup_logging()
-    try:
-        model, cfg = build_model_from_config(args.config_file, args.opts, device="cpu")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # missing file, bad config, mismatching weights
-        raise SystemExit(f"omnireid export: error: {exc}") from None
+    model, cfg = build_model_from_config(args.config_file, args.opts, device="cpu")
     options = ExportOptions(
         input_size=model_input_size(cfg),
         batch_size=args.batch_size or cfg.EXPORT.BATCH_SIZE,
@@ -106,13 +104,8 @@ def run_export(args: argparse.Namespace) -> int:
         images, source = dataset_images(cfg, args.parity_images, split="test")
     extra = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS or None,
              "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME}
-    from omnireid.export import ExportError
-
-    try:
-        report = export_model(model, args.format, args.output, options, images=images, images_source=source,
-                              latency_runs=args.latency_runs, extra=extra)
-    except ExportError as exc:  # a clear, expected failure (unsupported layer, no GPU, ...): no traceback
-        raise SystemExit(f"omnireid export: error: {exc}") from None
+    report = export_model(model, args.format, args.output, options, images=images, images_source=source,
+                          latency_runs=args.latency_runs, extra=extra)  # ExportError: a UserError, one line
     parity = report["parity"]
     if parity.get("measured"):
         logger.info("Parity on %d images (%s): max |diff| %.3g, min cosine %.7f -> %s", parity["images"],

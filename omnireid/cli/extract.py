@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from omnireid.cli.main import COMMAND_REGISTRY
+from omnireid.utils.errors import ConfigError, DatasetError, MissingFileError
 
 logger = logging.getLogger("omnireid")
 
@@ -44,11 +45,11 @@ def _add_extract_flags(parser: argparse.ArgumentParser, suppress: bool = False) 
 
 def list_images(folder: str) -> list[str]:
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"--images: not a folder: {folder}")
+        raise MissingFileError(f"--images: not a folder: {folder}")
     paths = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
              if name.lower().endswith(IMAGE_SUFFIXES)]
     if not paths:
-        raise FileNotFoundError(f"--images: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        raise MissingFileError(f"--images: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
     return sorted(paths)
 
 
@@ -62,9 +63,9 @@ def dataset_split(cfg, spec: str) -> list[dict]:
               **{test.name: test.items for test in test_sets},
               **{key: getattr(dataset, key) for key in ("query", "gallery") if hasattr(dataset, key)}}
     if split not in splits:
-        raise ValueError(f"--dataset {spec!r}: expected NAME:SPLIT with SPLIT one of {', '.join(splits)}")
+        raise ConfigError(f"--dataset {spec!r}: expected NAME:SPLIT with SPLIT one of {', '.join(splits)}")
     if not splits[split]:
-        raise ValueError(f"--dataset {spec}: the split is empty")
+        raise DatasetError(f"--dataset {spec}: the split is empty")
     return list(splits[split])
 
 
@@ -96,21 +97,21 @@ def run_extract(args: argparse.Namespace) -> int:
 
     args = split_trailing_flags(args, _add_extract_flags)
     if not args.output:
-        raise SystemExit("omnireid extract: error: --output is required")
+        raise ConfigError("--output is required")
     if (args.images is None) == (args.dataset is None):
-        raise SystemExit("omnireid extract: error: give exactly one of --images DIR and --dataset NAME:SPLIT")
+        raise ConfigError("give exactly one of --images DIR and --dataset NAME:SPLIT")
     if args.batch_size < 1:
-        raise SystemExit(f"omnireid extract: error: --batch-size must be >= 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     setup_logging()
     cfg = setup_cfg(args.config_file or None, args.opts)
     artifact = args.artifact or cfg.MODEL.WEIGHTS
     if not artifact:
-        raise SystemExit("omnireid extract: error: give --artifact, or --config-file with MODEL.WEIGHTS")
+        raise ConfigError("give --artifact, or --config-file with MODEL.WEIGHTS")
     kwargs = {}
     if os.path.splitext(artifact)[1].lower() in (".pth", ".pt"):
         sibling_config = os.path.join(os.path.dirname(os.path.abspath(artifact)), "config.yaml")
         if not args.config_file and not os.path.isfile(sibling_config):
-            raise SystemExit("omnireid extract: error: a PyTorch checkpoint needs --config-file")
+            raise ConfigError("a PyTorch checkpoint needs --config-file (or a config.yaml next to it)")
         kwargs = {"config_file": args.config_file or None, "opts": args.opts}
     predictor = Predictor.from_artifact(artifact, **kwargs)
     size = predictor.input_size or (tuple(args.size) if args.size else None)

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from omnireid.utils.errors import UserError, as_user_error, one_line
 from omnireid.utils.registry import Registry
 
 # name -> function(subparsers) that adds the subcommand and sets ``func`` on its parser.
@@ -72,18 +73,8 @@ def load_plugins(modules: Sequence[str]) -> None:
             raise PluginError(f"cannot import plugin {module!r} (--plugin / ${PLUGINS_ENV}): {exc}") from exc
 
 
-class PluginError(ImportError):
+class PluginError(UserError, ImportError):
     """A plugin module named on the command line or in the environment cannot be imported."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's input (config, files, data): reported in one line, no traceback."""
-    from omnireid.config import ConfigError
-    from omnireid.data import EmptyDatasetError
-    from omnireid.data.common import CorruptImageError
-    from omnireid.data.samplers import SamplerError
-
-    return (ConfigError, FileNotFoundError, EmptyDatasetError, CorruptImageError, SamplerError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,18 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every :class:`~omnireid.utils.errors.UserError` (from any command, including a
+    loader worker's, and a plugin that cannot be imported) becomes one ``omnireid <command>: error: ...``
+    line and exit code 2; other exceptions are bugs and propagate with their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         load_plugins(plugin_modules(argv))
     except PluginError as exc:
-        print(f"omnireid: error: {exc}", file=sys.stderr)
+        print(f"omnireid: error: {one_line(str(exc))}", file=sys.stderr, flush=True)
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
-        print(f"omnireid {args.command}: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise
+        print(f"omnireid {args.command}: error: {one_line(str(error))}", file=sys.stderr, flush=True)
         return 2
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from omnireid.config import CfgNode
+from omnireid.utils.errors import CheckpointError
 from omnireid.utils.file_io import atomic_torch_save, atomic_write_text, load_checkpoint_file
 
 from omnireid.config.fastreid import translate_fastreid_config
@@ -89,17 +90,17 @@ def load_fastreid_checkpoint(path: str, allow_numpy_scalars: bool = False) -> di
         normalise = lambda name: name.replace("numpy._core.", "numpy.core.")  # noqa: E731
         others = sorted(g for g in unsafe if normalise(g) not in {normalise(n) for n in allowed_names})
         if others:
-            raise RuntimeError(f"{path} pickles objects other than tensors and NumPy scalars ({', '.join(others)}); "
-                               "it cannot be loaded safely. In the environment that wrote it, re-save only the "
-                               "weights: torch.save({'model': ckpt['model']}, 'weights.pth')") from None
+            raise CheckpointError(f"{path} pickles objects other than tensors and NumPy scalars ({', '.join(others)}); "
+                                  "it cannot be loaded safely. In the environment that wrote it, re-save only the "
+                                  "weights: torch.save({'model': ckpt['model']}, 'weights.pth')") from None
         if not allow_numpy_scalars:
-            raise RuntimeError(f"{path} pickles NumPy scalars ({', '.join(sorted(unsafe))}), which weights_only=True "
-                               "refuses by default. Pass --allow-numpy-scalars (allow_numpy_scalars=True) to allow "
-                               "exactly these NumPy globals in the restricted unpickler") from None
+            raise CheckpointError(f"{path} pickles NumPy scalars ({', '.join(sorted(unsafe))}), which weights_only=True "
+                                  "refuses by default. Pass --allow-numpy-scalars (allow_numpy_scalars=True) to allow "
+                                  "exactly these NumPy globals in the restricted unpickler") from None
     with torch.serialization.safe_globals(numpy_scalar_globals()):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
-        raise RuntimeError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
 
 
@@ -107,10 +108,10 @@ def fastreid_model_state(checkpoint: Mapping[str, Any], source: str = "<checkpoi
     """The ``model`` state dict of a FastReID checkpoint (or the checkpoint itself if it is one)."""
     state = checkpoint.get("model", checkpoint)
     if not isinstance(state, Mapping) or not state:
-        raise RuntimeError(f"{source}: no 'model' state dict in the checkpoint (keys: {sorted(checkpoint)[:10]})")
+        raise CheckpointError(f"{source}: no 'model' state dict in the checkpoint (keys: {sorted(checkpoint)[:10]})")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise RuntimeError(f"{source}: 'model' holds non-tensor entries: {bad[:5]}")
+        raise CheckpointError(f"{source}: 'model' holds non-tensor entries: {bad[:5]}")
     return dict(state)
 
 
@@ -137,7 +138,7 @@ def rename_fastreid_keys(state: Mapping[str, torch.Tensor]) -> MappedState:
                 result.renames.setdefault(rule.why, []).append((new_key, renamed))
                 new_key = renamed
         if new_key in result.state:
-            raise RuntimeError(f"two FastReID parameters map to {new_key!r} (the second is {key!r})")
+            raise CheckpointError(f"two FastReID parameters map to {new_key!r} (the second is {key!r})")
         result.state[new_key] = tensor
     return result
 

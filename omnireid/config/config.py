@@ -14,14 +14,12 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from omnireid.utils.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 BASE_KEY = "_BASE_"
 _SCALAR_TYPES = (bool, int, float, str, type(None))
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the file/key/value."""
 
 
 class CfgNode(dict):
@@ -107,6 +105,9 @@ class CfgNode(dict):
         for full_key, raw in zip(opts[0::2], opts[1::2]):
             node, leaf = self, full_key.split(".")
             for depth, part in enumerate(leaf[:-1]):
+                if part in node and not isinstance(node[part], CfgNode):
+                    raise ConfigError(f"<command line>: {'.'.join(leaf[:depth + 1])} is a value, not a section; "
+                                      f"cannot set {full_key}")
                 if not isinstance(node.get(part), CfgNode):
                     _unknown_key(node, part, ".".join(leaf[:depth]), "<command line>")
                 node = node[part]
@@ -129,7 +130,7 @@ def parse_value(raw: Any) -> Any:
         return raw
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a Python literal: a word
         pass
     lowered = raw.lower()
     if lowered in ("true", "false"):
@@ -169,9 +170,9 @@ def _merge_value(node: CfgNode, key: str, value: Any, prefix: str, source: str) 
     node[key] = coerce(current, value, full_key, source)
 
 
-def _unknown_key(node: CfgNode, key: str, prefix: str, source: str) -> None:
-    full_key = f"{prefix}.{key}" if prefix else key
-    close = difflib.get_close_matches(key, list(node.keys()), n=1, cutoff=0.5)
+def _unknown_key(node: CfgNode, key: Any, prefix: str, source: str) -> None:
+    full_key = f"{prefix}.{key}" if prefix else str(key)
+    close = difflib.get_close_matches(str(key), list(node.keys()), n=1, cutoff=0.5)
     hint = f" Did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
     raise ConfigError(f"{source}: unknown config key {full_key!r}.{hint}")
 
@@ -192,7 +193,10 @@ def coerce(default: Any, value: Any, full_key: str, source: str) -> Any:
         raise ConfigError(f"{source}: {full_key} expects an int, got {value!r}")
     if isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{source}: {full_key}: {value} is too large for a number") from None
         raise ConfigError(f"{source}: {full_key} expects a number, got {value!r}")
     if isinstance(default, str):
         if isinstance(value, str):
@@ -221,16 +225,22 @@ def load_yaml_with_base(path: str, _seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: circular _BASE_ chain: {' -> '.join(_seen + (path,))}")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
+    try:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY} must name one config file (a path relative to this file), got {base!r}")
     base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
     merged = load_yaml_with_base(base_path, _seen + (path,))
     _deep_update(merged, data)

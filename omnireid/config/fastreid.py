@@ -87,6 +87,8 @@ def _drop_empty_names(value: Any) -> Any:
 # themselves and are not repeated here.
 VALUE_RULES: Mapping[str, Mapping[Any, Any] | Callable[[Any], Any]] = MappingProxyType({
     "MODEL.BACKBONE.DEPTH": _depth_string,  # pre-V1.0 configs write ``DEPTH: 50``
+    # FastReID's default "cuda" means "the GPU"; "auto" uses it when there is one and the CPU otherwise.
+    "MODEL.DEVICE": {"cuda": "auto"},
     "MODEL.FREEZE_LAYERS": _drop_empty_names,  # V1.0 default ``['']`` means "none"
     "MODEL.HEADS.CLS_LAYER": {"circle": "CircleSoftmax", "amSoftmax": "CosSoftmax"},
     "SOLVER.SCHED": {"WarmupMultiStepLR": "MultiStepLR", "DelayedCosineAnnealingLR": "CosineAnnealingLR"},
@@ -136,6 +138,9 @@ IGNORED_KEYS: Mapping[str, IgnoredKey] = MappingProxyType({
     "SOLVER.SWA.ETA_MIN_LR": IgnoredKey("SWA option (SWA disabled)"),
     "SOLVER.SWA.LR_SCHED": IgnoredKey("SWA option (SWA disabled)"),
     "DATALOADER.NAIVE_WAY": IgnoredKey("only meaningful with DATALOADER.PK_SAMPLER"),
+    # FastReID 1.x writes it in every dump (default []); only its SetReWeightSampler reads it.
+    "DATALOADER.SET_WEIGHT": IgnoredKey("per-dataset weights of FastReID's SetReWeightSampler, which omnireid "
+                                        "does not have (naming that sampler is an error)"),
 })
 
 # Keys that cannot be translated, with the reason (and what to do instead).
@@ -194,6 +199,12 @@ _LEGACY_SCHEDULE = (
 
 # ResNet forms FastReID builds, needed for its checkpoints to give the same features.
 RESNET_BACKBONE_NAMES = ("build_resnet_backbone", "resnet", "ResNet")
+# FastReID's FastDistill project registers ``build_resnet_backbone_distill``: the same ResNet (same
+# parameter names, FastReID's stem pooling) with each block's ReLU moved to the next block's input so
+# stage outputs are pre-ReLU, and no non-local blocks whatever WITH_NL says. Its features equal
+# FastReID's ResNet without non-local blocks; omnireid's DistillerOverhaul reads pre-ReLU stage
+# outputs with hooks on the plain ResNet, so the name maps to it.
+DISTILL_BACKBONE = "build_resnet_backbone_distill"
 FASTREID_RESNET_FORM = MappingProxyType({"MODEL.BACKBONE.STEM_POOL_CEIL": True,
                                          "MODEL.BACKBONE.NL_TYPE": "fastreid_dot_product"})
 FASTREID_RESNET_DEPTHS_WITHOUT_NL = ("18x", "34x")
@@ -226,8 +237,13 @@ def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         node = nested
         *parents, leaf = key.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parents[:depth + 1])
+                raise ConfigError(f"{section} is a section (it holds {key}), but the file gives it the value {node!r}")
+        if isinstance(node.get(leaf), dict):
+            raise ConfigError(f"{key} is a section, but the file gives it the value {value!r}")
         node[leaf] = value
     return nested
 
@@ -270,6 +286,7 @@ def translate_fastreid_config(path: str, *, generation: str | None = None, sched
         result.notes.append(f"FastReID {generation} defaults for keys the file does not set: "
                             + ", ".join(f"{k}={v!r}" for k, v in defaults.items()))
     merged = {**defaults, **translated}
+    _map_distill_backbone(merged, result.notes)
     if fastreid_model_form:
         _apply_model_form(merged, result.notes)
     try:
@@ -370,6 +387,18 @@ def _translate_legacy_schedule(raw: Mapping[str, Any], path: str, unit: str | No
         source_unit = "epochs" if kind == "epochs_to_iterations" else unit
         notes.append(f"translated {legacy}={value!r} ({source_unit}) to {target}={new!r} (FastReID pre-V1.0 schedule)")
     return out
+
+
+def _map_distill_backbone(merged: dict[str, Any], notes: list[str]) -> None:
+    if merged.get("MODEL.BACKBONE.NAME") != DISTILL_BACKBONE:
+        return
+    merged["MODEL.BACKBONE.NAME"] = RESNET_BACKBONE_NAMES[0]
+    notes.append(f"translated MODEL.BACKBONE.NAME={DISTILL_BACKBONE!r} to {RESNET_BACKBONE_NAMES[0]!r} (FastReID "
+                 "FastDistill's ResNet: same weights and features; DistillerOverhaul reads its pre-ReLU stages "
+                 "with hooks)")
+    if merged.get("MODEL.BACKBONE.WITH_NL"):
+        merged["MODEL.BACKBONE.WITH_NL"] = False
+        notes.append(f"set MODEL.BACKBONE.WITH_NL=False: {DISTILL_BACKBONE} builds no non-local blocks")
 
 
 def _apply_model_form(merged: dict[str, Any], notes: list[str]) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from omnireid.utils import comm
+from omnireid.utils.errors import DatasetError
 
 from .common import Collate, ImageDataset, is_readable, seed_worker
 from .datasets import ImageSetDataset, TestSet, build_dataset
@@ -23,7 +24,7 @@ from .transforms import build_batch_transform, build_transforms
 logger = logging.getLogger(__name__)
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(DatasetError):
     """A split the run needs has no images; the message names the dataset and split."""
 
 

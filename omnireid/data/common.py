@@ -10,21 +10,26 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from omnireid.utils.errors import DatasetError
+
+from .decode import to_rgb
+
 logger = logging.getLogger(__name__)
 
 # What a decode can raise for a missing, truncated or non-image file.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(DatasetError, RuntimeError):
     """An image cannot be read; the message names the file."""
 
 
 def read_image(path: str) -> Image.Image:
-    """Decode ``path`` as RGB, or raise :class:`CorruptImageError` naming the file."""
+    """Decode ``path`` to the RGB pixels it shows (:func:`~omnireid.data.decode.to_rgb`), or raise
+    :class:`CorruptImageError` naming the file."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except DECODE_ERRORS as exc:
         raise CorruptImageError(
             f"cannot read image {path}: {exc}. Fix or remove the file, or set DATASETS.SKIP_CORRUPT True "

@@ -22,6 +22,7 @@ from typing import Iterator, Protocol
 import numpy as np
 from torch.utils.data import Sampler
 
+from omnireid.utils.errors import UserError
 from omnireid.utils.registry import Registry
 
 SAMPLER_REGISTRY = Registry("sampler")
@@ -38,7 +39,7 @@ class LabelledData(Protocol):
     def camera_labels(self) -> np.ndarray: ...
 
 
-class SamplerError(ValueError):
+class SamplerError(UserError, ValueError):
     """The data cannot be sampled as configured (too few identities, batch not divisible by K...)."""
 
 

@@ -36,6 +36,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
+from omnireid.utils.errors import ConfigError, OutputError
+
 IMAGE_HEIGHT = 128
 IMAGE_WIDTH = 64
 JPEG_QUALITY = 92
@@ -561,16 +563,16 @@ def plan_synthetic_reid(seed: int = 0, num_train_ids: int = 200, num_test_ids: i
                         num_junk: int = 30) -> tuple[list[Shot], list[Identity]]:
     """Every image to write (with all random choices made) and every identity, from ``seed``."""
     if not 2 <= num_cameras <= MAX_CAMERAS:
-        raise ValueError(f"num_cameras must be between 2 and {MAX_CAMERAS} (Market-1501 names hold one "
-                         f"camera digit), got {num_cameras}")
+        raise ConfigError(f"num_cameras must be between 2 and {MAX_CAMERAS} (Market-1501 names hold one "
+                          f"camera digit), got {num_cameras}")
     if num_train_ids < 1 or num_test_ids < 1:
-        raise ValueError(f"need at least one training and one test identity, got {num_train_ids} and {num_test_ids}")
+        raise ConfigError(f"need at least one training and one test identity, got {num_train_ids} and {num_test_ids}")
     if num_train_ids + num_test_ids > 9999:
-        raise ValueError("at most 9999 identities fit Market-1501's four-digit person ids")
+        raise ConfigError("at most 9999 identities fit Market-1501's four-digit person ids")
     if not 1 <= images_per_camera[0] <= images_per_camera[1]:
-        raise ValueError(f"images_per_camera must be (low, high) with 1 <= low <= high, got {images_per_camera}")
+        raise ConfigError(f"images_per_camera must be (low, high) with 1 <= low <= high, got {images_per_camera}")
     if queries_per_id < 1:
-        raise ValueError(f"queries_per_id must be at least 1, got {queries_per_id}")
+        raise ConfigError(f"queries_per_id must be at least 1, got {queries_per_id}")
     rng = np.random.default_rng(seed)
     cameras = _make_cameras(rng, num_cameras)
     pids = rng.permutation(np.arange(1, num_train_ids + num_test_ids + 1))
@@ -637,8 +639,8 @@ def write_synthetic_reid(out_dir: str, seed: int = 0, num_train_ids: int = 200, 
         os.makedirs(path, exist_ok=True)
         stray = [f for f in os.listdir(path) if (folder, f) not in planned]
         if stray:
-            raise FileExistsError(f"{path} already holds {len(stray)} files this run would not write "
-                                  f"(e.g. {stray[0]}); write the synthetic data into an empty folder")
+            raise OutputError(f"{path} already holds {len(stray)} files this run would not write "
+                              f"(e.g. {stray[0]}); write the synthetic data into an empty folder")
     if workers > 1:
         chunks = [shots[i::workers] for i in range(workers)]
         with ProcessPoolExecutor(max_workers=workers) as pool:

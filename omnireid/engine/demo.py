@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from omnireid.config import setup_cfg
+from omnireid.utils.errors import ConfigError, MissingFileError
 from omnireid.utils.file_io import atomic_write_text
 from omnireid.utils.registry import Registry
 
@@ -68,7 +69,7 @@ def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = ""
     spec: DemoSpec = DEMO_REGISTRY.get(task)
     config_file = config_file or str(spec.config_file)
     if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"demo config not found: {config_file} (run from a clone of the omnireid repository "
+        raise MissingFileError(f"demo config not found: {config_file} (run from a clone of the omnireid repository "
                                 "or pass --config-file)")
     cfg = setup_cfg(config_file, [*spec.overrides, "DATASETS.ROOT", data_dir, *opts])
     default_setup(cfg)
@@ -80,7 +81,7 @@ def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = ""
     trained, max_iter = trainer.latest_results, trainer.max_iter
     trainer.release()
     if not trained:
-        raise RuntimeError("the demo recipe must evaluate at the end of training (TEST.EVAL_PERIOD > 0)")
+        raise ConfigError("the demo recipe must evaluate at the end of training (TEST.EVAL_PERIOD > 0)")
 
     rows = {}
     for name, metrics in trained.items():

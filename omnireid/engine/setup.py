@@ -12,7 +12,7 @@ import torch
 
 from omnireid.config import CfgNode, setup_cfg  # noqa: F401  (setup_cfg: re-exported for entry points)
 from omnireid.utils import comm
-from omnireid.utils.file_io import atomic_write_text
+from omnireid.utils.file_io import atomic_write_text, ensure_writable_dir
 
 logger = logging.getLogger("omnireid")
 
@@ -56,7 +56,7 @@ def default_setup(cfg: CfgNode) -> CfgNode:
     """Create OUTPUT_DIR, set up logging, seed, and write the merged ``config.yaml``."""
     output_dir = cfg.OUTPUT_DIR
     if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
+        ensure_writable_dir(output_dir, "OUTPUT_DIR")
     comm.synchronize()
     setup_logging(output_dir)
     seed = seed_everything(cfg.SEED)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from omnireid.utils.errors import ConfigError
+
 from .distance import as_float_tensor, get_metric, torch_threads
 from .rerank import FeatureGraph
 
@@ -34,7 +36,7 @@ def average_query_expansion(
     """alpha-QE on query and gallery features together; ``qe_k`` includes the item itself.
     GEMMs use the current torch thread setting, the rest ``num_threads``."""
     if qe_time < 0 or qe_k < 1:
-        raise ValueError(f"AQE needs QE_TIME >= 0 and QE_K >= 1, got QE_TIME={qe_time}, QE_K={qe_k}")
+        raise ConfigError(f"AQE needs QE_TIME >= 0 and QE_K >= 1, got QE_TIME={qe_time}, QE_K={qe_k}")
     q = as_float_tensor(query, "query features").float()
     g = as_float_tensor(gallery, "gallery features").float()
     if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from omnireid.utils.errors import UnknownNameError
+
 from .base import SampleEvaluator
 from .build import EVALUATOR_REGISTRY, register_protocol
 from .features import evaluate_features
@@ -42,7 +44,7 @@ class ReidEvaluator(SampleEvaluator):
         try:
             get_metric(metric)  # fail early on an unknown TEST.METRIC
         except KeyError as exc:
-            raise KeyError(f"TEST.METRIC: {exc.args[0]}") from None
+            raise UnknownNameError(f"TEST.METRIC: {exc.args[0]}") from None
         self.num_query = num_query
         self.metric = metric
         self.roc = roc

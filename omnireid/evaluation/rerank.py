@@ -30,6 +30,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from omnireid.utils.errors import ConfigError
+
 from .distance import DistanceMetric, as_float_tensor, get_metric, prepare_pair, torch_threads
 from .rank import order_by_row_then_value, rows_per_chunk
 
@@ -44,9 +46,9 @@ class RerankParams:
 
     def __post_init__(self) -> None:
         if self.k1 < 1 or self.k2 < 1:
-            raise ValueError(f"re-ranking needs k1 >= 1 and k2 >= 1, got k1={self.k1}, k2={self.k2}")
+            raise ConfigError(f"re-ranking needs k1 >= 1 and k2 >= 1, got k1={self.k1}, k2={self.k2}")
         if not 0.0 <= self.lambda_value <= 1.0:
-            raise ValueError(f"re-ranking lambda must be in [0, 1], got {self.lambda_value}")
+            raise ConfigError(f"re-ranking lambda must be in [0, 1], got {self.lambda_value}")
 
 
 def _max_square(block: torch.Tensor, dim: int, nonnegative: bool = False) -> torch.Tensor:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from omnireid.utils.errors import MissingDependencyError
 from omnireid.utils.registry import Registry
 
 from .distance import DistanceMetric, prepare_pair
@@ -39,7 +40,7 @@ def _import_faiss():
     try:
         import faiss  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "this search backend needs faiss: install it with `pip install faiss-cpu` "
             "(or `pip install omnireid[faiss]`), or use backend='torch'"
         ) from exc

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from omnireid.utils.errors import UserError
 from omnireid.utils.registry import Registry
 
 # format name ("onnx", "torchscript", ...) -> Exporter subclass
@@ -29,7 +30,7 @@ FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.98
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The model cannot be exported to the requested format; the message says what and why."""
 
 
@@ -160,8 +161,5 @@ def ensure_output_dir(path: str) -> str:
 
 
 def get_exporter(name: str) -> Exporter:
-    try:
-        return EXPORTER_REGISTRY.get(name)()
-    except KeyError as exc:
-        raise ValueError(f"export format: {exc.args[0]}") from None
+    return EXPORTER_REGISTRY.get(name)()  # an unknown name: UnknownNameError listing the formats
 

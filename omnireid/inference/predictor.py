@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
+from omnireid.utils.errors import CheckpointError, ConfigError, MissingDependencyError, MissingFileError
 from omnireid.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -65,11 +66,11 @@ class Predictor:
     def from_artifact(cls, path: str, **kwargs: Any) -> "Predictor":
         """Load ``path`` with the backend registered for its suffix; ``kwargs`` go to that backend."""
         if not os.path.exists(path):
-            raise FileNotFoundError(f"artifact not found: {path}")
+            raise MissingFileError(f"artifact not found: {path}")
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in PREDICTOR_BACKENDS:
             known = ", ".join(sorted(PREDICTOR_BACKENDS.names(include_aliases=True)))
-            raise ValueError(f"{path}: unknown artifact type {suffix!r}; known: {known}")
+            raise ConfigError(f"{path}: unknown artifact type {suffix!r}; known: {known}")
         backend = PREDICTOR_BACKENDS.get(suffix)(path, **kwargs)
         return cls(backend, source=path)
 
@@ -164,8 +165,8 @@ class TorchBackend(Backend):
         if config_file is None:
             sibling = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
             if not os.path.isfile(sibling):
-                raise ValueError(f"{path}: a PyTorch checkpoint needs its config; pass config_file "
-                                 f"(--config-file) or put config.yaml next to it")
+                raise ConfigError(f"{path}: a PyTorch checkpoint needs its config; pass config_file "
+                                  f"(--config-file) or put config.yaml next to it")
             config_file = sibling
         self.model, cfg = build_model_from_config(config_file, opts, weights=path, device=str(self.device))
         self.input_shape = ["batch", 3, *model_input_size(cfg)]
@@ -267,16 +268,16 @@ class OpenCvCaffeBackend(Backend):
         try:
             import cv2
         except ImportError as exc:
-            raise ImportError("running Caffe models needs opencv-python-headless<5: "
-                              "pip install 'omnireid[export]'") from exc
+            raise MissingDependencyError("running Caffe models needs opencv-python-headless<5: "
+                                         "pip install 'omnireid[export]'") from exc
         if not hasattr(cv2.dnn, "readNetFromCaffe"):
-            raise ImportError(f"OpenCV {cv2.__version__} has no Caffe reader (removed in OpenCV 5); "
-                              "install opencv-python-headless<5")
+            raise MissingDependencyError(f"OpenCV {cv2.__version__} has no Caffe reader (removed in OpenCV 5); "
+                                         "install opencv-python-headless<5")
         stem = os.path.splitext(path)[0]
         prototxt, caffemodel = stem + ".prototxt", stem + ".caffemodel"
         for file in (prototxt, caffemodel):
             if not os.path.isfile(file):
-                raise FileNotFoundError(f"Caffe model file missing: {file}")
+                raise MissingFileError(f"Caffe model file missing: {file}")
         self.net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
         self.output_name = output_name
         self.input_shape = _caffe_input_shape(prototxt)
@@ -325,7 +326,7 @@ class TensorRtBackend(Backend):
 
     def __init__(self, path: str, device: str = "cuda") -> None:
         if not torch.cuda.is_available():
-            raise RuntimeError(f"{path}: running a TensorRT engine needs a CUDA device; none is available")
+            raise ConfigError(f"{path}: running a TensorRT engine needs a CUDA device; none is available")
         trt = import_tensorrt()
         self.device = torch.device(device)
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -333,7 +334,7 @@ class TensorRtBackend(Backend):
         with open(path, "rb") as f:
             self.engine = self.runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
-            raise RuntimeError(f"{path}: TensorRT could not deserialize the engine (built by another version?)")
+            raise CheckpointError(f"{path}: TensorRT could not deserialize the engine (built by another version?)")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

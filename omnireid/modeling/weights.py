@@ -33,6 +33,8 @@ from torch import nn
 
 from omnireid.utils.file_io import load_checkpoint_file
 
+from omnireid.utils.errors import CheckpointError, MissingFileError, UnknownNameError
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_manifest.yaml")
@@ -84,8 +86,8 @@ def manifest(path: str = MANIFEST_PATH) -> dict[str, PretrainedWeights]:
 def get_weights_entry(name: str, path: str = MANIFEST_PATH) -> PretrainedWeights:
     entries = _read_manifest(path)
     if name not in entries:
-        raise KeyError(f"no pretrained weights are listed for {name!r} in {path}; set MODEL.BACKBONE.PRETRAIN_PATH "
-                       f"to a local file instead. Listed: {', '.join(sorted(entries))}")
+        raise UnknownNameError(f"no pretrained weights are listed for {name!r} in {path}; set "
+                               f"MODEL.BACKBONE.PRETRAIN_PATH to a local file instead. Listed: {', '.join(sorted(entries))}")
     return entries[name]
 
 
@@ -101,19 +103,19 @@ def resolve_pretrained_path(pretrain_path: str, name: str, manifest_path: str = 
     """``pretrain_path`` if given (must exist), else the verified manifest file for ``name``."""
     if pretrain_path:
         if not os.path.isfile(pretrain_path):
-            raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAIN_PATH={pretrain_path!r} does not exist")
+            raise MissingFileError(f"MODEL.BACKBONE.PRETRAIN_PATH={pretrain_path!r} does not exist")
         return pretrain_path
     entry = get_weights_entry(name, manifest_path)
     target = os.path.join(weights_dir(), entry.file)
     if not os.path.isfile(target):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained weights for {name!r} not found: put {entry.file!r} into {weights_dir()!r} "
             f"(set ${WEIGHTS_ENV} to use another folder), downloading it from {entry.url}; "
             "or set MODEL.BACKBONE.PRETRAIN_PATH to the file")
     if entry.sha256:
         actual = sha256_of(target)
         if not actual.startswith(entry.sha256):
-            raise ValueError(
+            raise CheckpointError(
                 f"{target}: sha256 {actual} does not match the manifest's {entry.sha256!r} for {name!r}; "
                 f"the file is corrupt or a different version. Re-download it from {entry.url}")
     else:

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from omnireid.utils.errors import ConfigError
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -45,7 +47,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return default_device()
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE is {name!r} but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(f"MODEL.DEVICE is {name!r} but CUDA is not available on this machine; set MODEL.DEVICE "
+                          "auto (CUDA when available, else CPU) or cpu")
     if name == "cuda":
         return torch.device("cuda", get_local_rank())
     return torch.device(name)

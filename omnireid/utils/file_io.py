@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from omnireid.utils.errors import CheckpointError, MissingFileError, OutputError
+
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data), mode="wb")
@@ -23,19 +25,43 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 
 def _atomic(path: str, write, mode: str) -> None:
+    """Write to a temporary file next to ``path``, then rename it over ``path``.
+
+    A failure at any point (disk full, killed process, read-only folder) leaves ``path`` as it was;
+    an operating-system error is reported as an :class:`OutputError` naming the file.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            kept = " (the previous file is unchanged)" if os.path.exists(path) else ""
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}{kept}") from exc
         raise
+
+
+def ensure_writable_dir(path: str, what: str = "OUTPUT_DIR") -> str:
+    """Create ``path`` if needed and check a file can be created in it (``what`` names the setting).
+
+    Checked by creating a file rather than with ``os.access``, which says yes to root even on a
+    read-only file system.
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{what} {path} is not a writable folder: {exc.strerror or exc}") from exc
+    return path
 
 
 def load_checkpoint_file(path: str, map_location: str | torch.device = "cpu") -> dict:
@@ -44,17 +70,27 @@ def load_checkpoint_file(path: str, map_location: str | torch.device = "cpu") ->
     Raises a clear error naming the file when it is missing or not a plain tensor checkpoint.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError (truncated zip), ...
-        raise RuntimeError(
-            f"cannot load {path} safely (weights_only=True): {exc}. Only tensors, numbers, strings, "
+        raise CheckpointError(
+            f"cannot load {path} safely (weights_only=True): {_load_failure(exc)}. Only tensors, numbers, strings, "
             "lists and dicts are accepted; re-save the file as a plain state dict."
         ) from exc
     if not isinstance(obj, dict):
-        raise RuntimeError(f"{path}: expected a dict checkpoint or state dict, got {type(obj).__name__}")
+        raise CheckpointError(f"{path}: expected a dict checkpoint or state dict, got {type(obj).__name__}")
     return obj
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one sentence (its weights_only error adds advice around the reason)."""
+    paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    if not paragraphs:
+        return f"empty or truncated file ({type(exc).__name__})"
+    if paragraphs[0].startswith("Weights only load failed") and len(paragraphs) > 1:
+        return " ".join(paragraphs[1].split()).rstrip(".")
+    return paragraphs[0].splitlines()[0]
 
 
 def append_json_line(path: str, record: dict) -> None:

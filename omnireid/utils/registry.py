@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Iterator, TypeVar
 
+from omnireid.utils.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -44,7 +46,7 @@ class Registry:
             known = sorted(self.names(include_aliases=True))
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise KeyError(f"Unknown {self.kind} {name!r}.{hint} Registered: {', '.join(known)}")
+            raise UnknownNameError(f"Unknown {self.kind} {name!r}.{hint} Registered: {', '.join(known)}")
         return self._entries[key]
 
     def canonical_name(self, name: str) -> str:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
+
+from omnireid.utils.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +28,23 @@ Item = dict  # {"img_path": str, **fields}
 DATASETS_ENV = "OMNIREID_DATASETS"
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(DatasetError, FileNotFoundError):
     """A dataset folder or list file is missing or malformed; the message names the path and layout."""
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def parse_int(text: str, negative: bool = True) -> int | None:
+    """``text`` as a decimal integer (ASCII digits, optional ``-``), or None.
+
+    ``str.isdigit`` accepts characters ``int()`` refuses (superscripts) and other scripts' digits; a
+    list file with those is malformed, reported as such by the caller.
+    """
+    text = text.strip()
+    if _INTEGER.fullmatch(text) is None or (not negative and text.startswith("-")):
+        return None
+    return int(text)
 
 
 def datasets_root(cfg) -> str:
@@ -175,8 +193,12 @@ class ImageSetDataset:
     def read_lines(cls, path: str) -> list[tuple[int, str]]:
         """Non-empty stripped lines of a list file with their 1-based line numbers."""
         cls.require(path)
-        with open(path, encoding="utf-8") as f:
-            return [(number, line.strip()) for number, line in enumerate(f, 1) if line.strip()]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return [(number, line.strip()) for number, line in enumerate(f, 1) if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise DatasetLayoutError(f"{cls.__name__}: {path} is not a UTF-8 text list ({exc.reason} at byte "
+                                     f"{exc.start}). Official layout:\n{cls.layout}") from exc
 
     @classmethod
     def bad_line(cls, path: str, number: int, line: str, expected: str) -> DatasetLayoutError:

@@ -5,8 +5,10 @@ import os
 
 import numpy as np
 
+from omnireid.utils.errors import ConfigError, MissingDependencyError
+
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
+from .bases import DatasetLayoutError, Item, ReidDataset, parse_int, reid_item
 
 _SPLIT_FILES = {True: "cuhk03_new_protocol_config_labeled.mat", False: "cuhk03_new_protocol_config_detected.mat"}
 _IMAGE_FOLDERS = {True: "images_labeled", False: "images_detected"}
@@ -40,7 +42,7 @@ class CUHK03(ReidDataset):
 
     def __init__(self, root: str = "datasets", labeled: bool = False, split: str = "new") -> None:
         if split not in _SUPPORTED_SPLITS:
-            raise ValueError(f"DATASETS.CUHK03_SPLIT {split!r} is not supported; use one of {_SUPPORTED_SPLITS}")
+            raise ConfigError(f"DATASETS.CUHK03_SPLIT {split!r} is not supported; use one of {_SUPPORTED_SPLITS}")
         split_name, image_name = _SPLIT_FILES[labeled], _IMAGE_FOLDERS[labeled]
         folder = self._locate_for(root, split_name)
         image_dir = self.require(os.path.join(folder, image_name))
@@ -48,7 +50,7 @@ class CUHK03(ReidDataset):
         try:
             from scipy.io import loadmat
         except ImportError as exc:  # scipy is only needed for this dataset
-            raise ImportError("CUHK03 reads its MATLAB split files with scipy: pip install scipy") from exc
+            raise MissingDependencyError("CUHK03 reads its MATLAB split files with scipy: pip install scipy") from exc
         try:
             mat = loadmat(split_path)
         except Exception as exc:
@@ -68,9 +70,10 @@ class CUHK03(ReidDataset):
                     raise DatasetLayoutError(f"{split_path}: {key} holds row {row}, outside 1..{len(names)}")
                 name = names[row - 1]
                 fields = name.split("_")
-                if len(fields) < 4 or not fields[2].isdigit():
+                camera = parse_int(fields[2], negative=False) if len(fields) >= 4 else None
+                if camera is None:
                     raise DatasetLayoutError(f"{split_path}: image name {name!r} is not '<pair>_<pid>_<camera>_<index>.png'")
-                items.append(reid_item(os.path.join(image_dir, name), int(labels[row - 1]), int(fields[2]) - 1))
+                items.append(reid_item(os.path.join(image_dir, name), int(labels[row - 1]), camera - 1))
             return items
 
         super().__init__(rows("train_idx"), rows("query_idx"), rows("gallery_idx"))

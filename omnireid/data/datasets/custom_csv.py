@@ -5,7 +5,7 @@ import csv
 import os
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
+from .bases import DatasetLayoutError, Item, ReidDataset, parse_int, reid_item
 
 HEADER = ("path", "pid", "camid")
 
@@ -21,27 +21,32 @@ def read_csv_items(path: str) -> list[Item]:
     folder = os.path.dirname(os.path.abspath(path))
     items: list[Item] = []
     seen_row = False
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        for row in reader:
-            cells = [cell.strip() for cell in row]
-            if not any(cells):
-                continue
-            where = f"CustomCSV: {path}, line {reader.line_num}"
-            if not seen_row and tuple(c.lower() for c in cells) == HEADER:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                cells = [cell.strip() for cell in row]
+                if not any(cells):
+                    continue
+                where = f"CustomCSV: {path}, line {reader.line_num}"
+                if not seen_row and tuple(c.lower() for c in cells) == HEADER:
+                    seen_row = True
+                    continue
                 seen_row = True
-                continue
-            seen_row = True
-            if len(cells) != 3:
-                raise DatasetLayoutError(f"{where}: expected 3 columns 'path,pid,camid', got {len(cells)}: {row!r}")
-            image, pid, camid = cells
-            if not image:
-                raise DatasetLayoutError(f"{where}: empty image path")
-            for name, value in (("pid", pid), ("camid", camid)):
-                if not value.lstrip("-").isdigit():
-                    raise DatasetLayoutError(f"{where}: {name} must be an integer, got {value!r}")
-            image = os.path.expanduser(image)
-            items.append(reid_item(image if os.path.isabs(image) else os.path.join(folder, image), int(pid), int(camid)))
+                if len(cells) != 3:
+                    raise DatasetLayoutError(f"{where}: expected 3 columns 'path,pid,camid', got {len(cells)}: {row!r}")
+                image, pid, camid = cells
+                if not image:
+                    raise DatasetLayoutError(f"{where}: empty image path")
+                labels = {name: parse_int(value) for name, value in (("pid", pid), ("camid", camid))}
+                for name, value in (("pid", pid), ("camid", camid)):
+                    if labels[name] is None:
+                        raise DatasetLayoutError(f"{where}: {name} must be an integer, got {value!r}")
+                image = os.path.expanduser(image)
+                items.append(reid_item(image if os.path.isabs(image) else os.path.join(folder, image), labels["pid"],
+                                       labels["camid"]))
+    except (UnicodeDecodeError, csv.Error) as exc:  # binary file, NUL byte, a field over csv's size limit
+        raise DatasetLayoutError(f"CustomCSV: {path} is not a readable CSV text file: {exc}") from exc
     return items
 
 

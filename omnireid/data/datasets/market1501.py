@@ -8,7 +8,7 @@ from . import DATASET_REGISTRY
 from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
 
 # "0002_c1s1_000451_03.jpg" (Market), "0001_c2_f0046182.jpg" (Duke), "-1_c1s1_000401_03.jpg" (junk)
-_NAME = re.compile(r"^(-1|\d+)_c(\d+)")
+_NAME = re.compile(r"^(-1|[0-9]+)_c([0-9]+)")
 
 
 def read_image_folder(cls: type[ReidDataset], folder: str, drop_pids: frozenset[int]) -> list[Item]:

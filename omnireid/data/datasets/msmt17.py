@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import DATASET_REGISTRY
-from .bases import DatasetLayoutError, Item, ReidDataset, reid_item
+from .bases import DatasetLayoutError, Item, ReidDataset, parse_int, reid_item
 
 # version folder -> (training image folder, test image folder)
 _VERSIONS = {"MSMT17_V2": ("mask_train_v2", "mask_test_v2"), "MSMT17_V1": ("train", "test")}
@@ -53,10 +53,12 @@ class MSMT17(ReidDataset):
         items = []
         for number, line in cls.read_lines(list_path):
             parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            pid = parse_int(parts[1]) if len(parts) == 2 else None
+            if pid is None:
                 raise cls.bad_line(list_path, number, line, "'<folder>/<image>.jpg <pid>'")
             name = os.path.basename(parts[0]).split("_")
-            if len(name) < 3 or not name[2].isdigit():
+            camera = parse_int(name[2], negative=False) if len(name) >= 3 else None
+            if camera is None:
                 raise cls.bad_line(list_path, number, line, "an image name '<pid>_<index>_<camera>_...jpg'")
-            items.append(reid_item(os.path.join(image_dir, parts[0]), int(parts[1]), int(name[2]) - 1))
+            items.append(reid_item(os.path.join(image_dir, parts[0]), pid, camera - 1))
         return items

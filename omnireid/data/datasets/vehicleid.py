@@ -6,14 +6,16 @@ import os
 
 import numpy as np
 
+from omnireid.utils.errors import ConfigError
+
 from . import DATASET_REGISTRY
-from .bases import Item, ReidDataset, datasets_root, reid_item
+from .bases import Item, ReidDataset, datasets_root, parse_int, reid_item
 
 TEST_LISTS = {"small": "test_list_800.txt", "medium": "test_list_1600.txt", "large": "test_list_2400.txt"}
 
 
-def test_size_error(key: str, value: str, sizes: dict[str, str]) -> ValueError:
-    return ValueError(f"{key} must be one of {sorted(sizes)}, got {value!r}")
+def test_size_error(key: str, value: str, sizes: dict[str, str]) -> ConfigError:
+    return ConfigError(f"{key} must be one of {sorted(sizes)}, got {value!r}")
 
 
 @DATASET_REGISTRY.register()
@@ -62,9 +64,10 @@ class VehicleID(ReidDataset):
         out = []
         for number, line in cls.read_lines(list_path):
             parts = line.split()
-            if len(parts) != 2 or not parts[1].isdigit():
+            vehicle = parse_int(parts[1], negative=False) if len(parts) == 2 else None
+            if vehicle is None:
                 raise cls.bad_line(list_path, number, line, "'<image id> <vehicle id>'")
-            out.append((os.path.join(image_dir, parts[0] + ".jpg"), int(parts[1])))
+            out.append((os.path.join(image_dir, parts[0] + ".jpg"), vehicle))
         return out
 
     @classmethod

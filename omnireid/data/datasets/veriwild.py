@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from . import DATASET_REGISTRY
-from .bases import Item, ReidDataset, datasets_root, reid_item
+from .bases import Item, ReidDataset, datasets_root, parse_int, reid_item
 from .vehicleid import test_size_error
 
 TEST_LISTS = {"small": "test_3000", "medium": "test_5000", "large": "test_10000"}
@@ -49,9 +49,10 @@ class VeRiWild(ReidDataset):
         cameras = {}
         for number, line in cls.read_lines(info_path)[1:]:  # the first line is the header
             fields = line.split(";")
-            if len(fields) < 2 or "/" not in fields[0] or not fields[1].strip().isdigit():
+            camera = parse_int(fields[1], negative=False) if len(fields) >= 2 else None
+            if camera is None or "/" not in fields[0]:
                 raise cls.bad_line(info_path, number, line, "'<vehicle>/<image>;<camera>;...'")
-            cameras[fields[0].strip()] = int(fields[1])
+            cameras[fields[0].strip()] = camera
         return cameras
 
     @classmethod
@@ -60,12 +61,12 @@ class VeRiWild(ReidDataset):
         for number, line in cls.read_lines(list_path):
             key = line.split()[0]
             key = key[: -len(".jpg")] if key.endswith(".jpg") else key
-            vehicle = key.split("/")[0]
-            if "/" not in key or not vehicle.isdigit():
+            vehicle = parse_int(key.split("/")[0], negative=False)
+            if "/" not in key or vehicle is None:
                 raise cls.bad_line(list_path, number, line, "'<vehicle>/<image>'")
             if key not in cameras:
                 raise cls.bad_line(list_path, number, line, f"an image listed in {os.path.join(os.path.dirname(list_path), 'vehicle_info.txt')}")
-            items.append(reid_item(os.path.join(image_dir, key + ".jpg"), int(vehicle), cameras[key]))
+            items.append(reid_item(os.path.join(image_dir, key + ".jpg"), vehicle, cameras[key]))
         return items
 
     @classmethod

@@ -10,6 +10,7 @@ from torch import nn
 
 from omnireid.config.config import ConfigError
 from omnireid.modeling.layers import get_norm
+from omnireid.utils.errors import MissingDependencyError
 
 from ..weights import get_weights_entry, resolve_pretrained_path
 from .pretrained import load_pretrained_weights
@@ -66,7 +67,7 @@ def require_timm() -> ModuleType:
     try:
         return importlib.import_module("timm")
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "this backbone needs the optional dependency 'timm'; install it with `pip install omnireid[timm]` "
             "(or `pip install timm`)"
         ) from exc

@@ -7,6 +7,7 @@ from typing import Callable, Iterable
 from torch import nn
 
 from omnireid.modeling.weights import LoadReport, StateDict, load_weights, state_dict_from_checkpoint
+from omnireid.utils.errors import ConfigError, MissingFileError
 from omnireid.utils.file_io import load_checkpoint_file
 
 BACKBONE_PREFIX = "backbone."
@@ -36,9 +37,9 @@ def load_pretrained_weights(
     that names ``cfg_key`` and, via ``hint``, what file to put there.
     """
     if not path:
-        raise ValueError(f"{cfg_key} is empty but pretrained weights were requested. Nothing is downloaded at "
-                         f"run time: put a local state-dict file on disk and set {cfg_key} to it. {hint}".strip())
+        raise ConfigError(f"{cfg_key} is empty but pretrained weights were requested. Nothing is downloaded at "
+                          f"run time: put a local state-dict file on disk and set {cfg_key} to it. {hint}".strip())
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{cfg_key}: pretrained weights file not found: {path}. {hint}".strip())
+        raise MissingFileError(f"{cfg_key}: pretrained weights file not found: {path}. {hint}".strip())
     state = backbone_entries(state_dict_from_checkpoint(load_checkpoint_file(path), path))
     return load_weights(module, state, strict=False, ignore_prefixes=ignore_prefixes, remap=remap, source_name=path)

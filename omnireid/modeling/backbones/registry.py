@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from omnireid.utils.errors import UnknownNameError
 from omnireid.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def build_backbone(cfg: "CfgNode") -> nn.Module:
 
         skipped = "".join(f" Module {module!r} was skipped: it needs the package {package!r}."
                           for module, package in UNAVAILABLE_BACKBONE_MODULES.items())
-        raise ValueError(f"MODEL.BACKBONE.NAME: {exc.args[0]}{skipped}") from None
+        raise UnknownNameError(f"MODEL.BACKBONE.NAME: {exc.args[0]}{skipped}") from None
     backbone = builder(cfg)
     out_channels = getattr(backbone, "out_channels", None)
     if not isinstance(out_channels, int) or out_channels <= 0:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnireid.modeling.layers import get_norm
+from omnireid.utils.errors import ConfigError
 
 from .backbone_utils import choose_variant, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
@@ -130,7 +131,7 @@ class RepVGG(nn.Module):
     def __init__(self, spec: RepVGGSpec, last_stride: int = 1, norm: str = "BN", deploy: bool = False) -> None:
         super().__init__()
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for RepVGG, got {last_stride}")
+            raise ConfigError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for RepVGG, got {last_stride}")
         mult = spec.width_multipliers
         in_planes = min(64, int(64 * mult[0]))
         self.stage0 = RepVGGBlock(3, in_planes, norm, stride=2, deploy=deploy)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnireid.modeling.layers import get_norm
+from omnireid.utils.errors import ConfigError
 
 from .backbone_utils import choose_variant, init_conv_bn, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
@@ -112,7 +113,7 @@ class ResNeSt(nn.Module):
                  base_width: int = 64) -> None:
         super().__init__()
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for ResNeSt, got {last_stride}")
+            raise ConfigError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for ResNeSt, got {last_stride}")
         self._block_kwargs = dict(radix=radix, cardinality=cardinality, bottleneck_width=bottleneck_width)
         self.inplanes = stem_width * 2
         self.conv1 = nn.Sequential(

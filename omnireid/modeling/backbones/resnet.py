@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from omnireid.modeling.layers import IBN, NonLocal, SELayer, get_norm
+from omnireid.utils.errors import ConfigError
 
 from .backbone_utils import init_conv_bn, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
@@ -132,9 +133,9 @@ class ResNet(nn.Module):
                  nl_type: str = "embedded_gaussian") -> None:
         super().__init__()
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}")
+            raise ConfigError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2, got {last_stride}")
         if nl_type not in NON_LOCAL_TYPES:
-            raise ValueError(f"MODEL.BACKBONE.NL_TYPE must be one of {list(NON_LOCAL_TYPES)}, got {nl_type!r}")
+            raise ConfigError(f"MODEL.BACKBONE.NL_TYPE must be one of {list(NON_LOCAL_TYPES)}, got {nl_type!r}")
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, 64)
@@ -197,7 +198,7 @@ def build_resnet_backbone(cfg: "CfgNode") -> ResNet:
     bcfg = cfg.MODEL.BACKBONE
     depth = bcfg.DEPTH
     if depth not in RESNET_SPECS:
-        raise ValueError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth; choose one of {list(RESNET_SPECS)}")
+        raise ConfigError(f"MODEL.BACKBONE.DEPTH {depth!r} is not a ResNet depth; choose one of {list(RESNET_SPECS)}")
     model = ResNet(RESNET_SPECS[depth], last_stride=bcfg.LAST_STRIDE, norm=bcfg.NORM, with_ibn=bcfg.WITH_IBN,
                    with_se=bcfg.WITH_SE, with_nl=bcfg.WITH_NL, stem_pool_ceil=bcfg.STEM_POOL_CEIL,
                    nl_type=bcfg.NL_TYPE)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from omnireid.modeling.layers import IBN, get_norm
+from omnireid.utils.errors import ConfigError
 
 from .backbone_utils import choose_variant, init_conv_bn, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
@@ -67,9 +68,9 @@ class ResNeXt(nn.Module):
                  base_width: int = 4, cardinality: int = 32, nl_type: str = "embedded_gaussian") -> None:
         super().__init__()
         if last_stride not in (1, 2):
-            raise ValueError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for ResNeXt, got {last_stride}")
+            raise ConfigError(f"MODEL.BACKBONE.LAST_STRIDE must be 1 or 2 for ResNeXt, got {last_stride}")
         if nl_type not in NON_LOCAL_TYPES:
-            raise ValueError(f"MODEL.BACKBONE.NL_TYPE must be one of {list(NON_LOCAL_TYPES)}, got {nl_type!r}")
+            raise ConfigError(f"MODEL.BACKBONE.NL_TYPE must be one of {list(NON_LOCAL_TYPES)}, got {nl_type!r}")
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, 64)

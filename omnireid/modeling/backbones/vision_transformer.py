@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from omnireid.utils.errors import ConfigError
+
 from .backbone_utils import choose_variant, load_pretrained_backbone
 from .registry import BACKBONE_REGISTRY
 
@@ -106,9 +108,9 @@ class VisionTransformer(nn.Module):
         super().__init__()
         img_size, stride_size = tuple(img_size), tuple(stride_size)
         if any(s > patch_size or s < 1 for s in stride_size):
-            raise ValueError(f"MODEL.BACKBONE.STRIDE_SIZE={list(stride_size)} must be in [1, {patch_size}]")
+            raise ConfigError(f"MODEL.BACKBONE.STRIDE_SIZE={list(stride_size)} must be in [1, {patch_size}]")
         if img_size[0] < patch_size or img_size[1] < patch_size:
-            raise ValueError(f"input size {list(img_size)} is smaller than the {patch_size}px patch")
+            raise ConfigError(f"input size {list(img_size)} is smaller than the {patch_size}px patch")
         self.out_channels = self.embed_dim = embed_dim
         self.patch_embed = PatchEmbedOverlap(img_size, patch_size, stride_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omnireid.utils.errors import ConfigError
+
 
 @torch.no_grad()
 def ema_update_(average: nn.Module, model: nn.Module, momentum: float) -> None:
@@ -13,7 +15,7 @@ def ema_update_(average: nn.Module, model: nn.Module, momentum: float) -> None:
     place (it is the EMA's own storage, never a caller's input); ``model`` is only read.
     """
     if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"KD.EMA.MOMENTUM must be in [0, 1], got {momentum}")
+        raise ConfigError(f"KD.EMA.MOMENTUM must be in [0, 1], got {momentum}")
     avg_state = average.state_dict(keep_vars=True)
     for name, value in model.state_dict(keep_vars=True).items():
         if name not in avg_state:

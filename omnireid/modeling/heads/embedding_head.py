@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from omnireid.modeling.layers import build_classifier, build_pooling, get_norm
+from omnireid.utils.errors import ConfigError
 
 from .registry import HEAD_REGISTRY
 
@@ -42,10 +43,10 @@ class EmbeddingHead(nn.Module):
                  scale: float = 1.0, margin: float = 0.0, norm: str = "BN") -> None:
         super().__init__()
         if neck_feat not in NECK_FEAT_CHOICES:
-            raise ValueError(f"MODEL.HEADS.NECK_FEAT must be one of {NECK_FEAT_CHOICES}, got {neck_feat!r}")
+            raise ConfigError(f"MODEL.HEADS.NECK_FEAT must be one of {NECK_FEAT_CHOICES}, got {neck_feat!r}")
         if embedding_dim < 0 or num_classes < 0:
-            raise ValueError(f"MODEL.HEADS.EMBEDDING_DIM ({embedding_dim}) and NUM_CLASSES ({num_classes}) "
-                             "must be >= 0")
+            raise ConfigError(f"MODEL.HEADS.EMBEDDING_DIM ({embedding_dim}) and NUM_CLASSES ({num_classes}) "
+                              "must be >= 0")
         self.in_channels = in_channels
         self.neck_feat = neck_feat
         self.pool_layer = build_pooling(pool_layer)

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from omnireid.utils.errors import UnknownNameError
 from omnireid.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -22,5 +23,5 @@ def build_heads(cfg: "CfgNode", in_channels: int | None = None) -> nn.Module:
     try:
         head_cls = HEAD_REGISTRY.get(cfg.MODEL.HEADS.NAME)
     except KeyError as exc:
-        raise ValueError(f"MODEL.HEADS.NAME: {exc.args[0]}") from None
+        raise UnknownNameError(f"MODEL.HEADS.NAME: {exc.args[0]}") from None
     return head_cls.from_config(cfg, in_channels=in_channels)

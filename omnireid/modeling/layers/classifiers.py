@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnireid.utils.errors import ConfigError, UnknownNameError
 from omnireid.utils.registry import Registry
 
 CLASSIFIER_REGISTRY = Registry("classifier layer")
@@ -200,12 +201,12 @@ def build_classifier(name: str, in_features: int, num_classes: int, scale: float
     try:
         cls = CLASSIFIER_REGISTRY.get(name)
     except KeyError as exc:
-        raise ValueError(f"MODEL.HEADS.CLS_LAYER: {exc.args[0]}") from None
+        raise UnknownNameError(f"MODEL.HEADS.CLS_LAYER: {exc.args[0]}") from None
     accepted = inspect.signature(cls).parameters
     unused = {k: v for k, v in options.items() if k not in accepted and v != NEUTRAL_OPTIONS.get(k)}
     if unused:
-        raise ValueError(f"MODEL.HEADS.CLS_LAYER {name!r} does not take {unused}; use CombinedMarginSoftmax for "
-                         "multiplicative (m1) and additive cosine (m3) margins")
+        raise ConfigError(f"MODEL.HEADS.CLS_LAYER {name!r} does not take {unused}; use CombinedMarginSoftmax for "
+                          "multiplicative (m1) and additive cosine (m3) margins")
     return cls(in_features, num_classes, scale=scale, margin=margin,
                **{k: v for k, v in options.items() if k in accepted})
 

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from omnireid.utils import comm
+from omnireid.utils.errors import ConfigError, UnknownNameError
 from omnireid.utils.registry import Registry
 
 NORM_REGISTRY = Registry("norm layer")
@@ -64,12 +65,12 @@ def get_norm(
     (``requires_grad=False``), as the BNNeck does with its bias.
     """
     if not isinstance(norm, str) or not norm:
-        raise ValueError(f"norm layer name must be a non-empty string (one of {NORM_REGISTRY.names(True)}), "
-                         f"got {norm!r}")
+        raise ConfigError(f"norm layer name must be a non-empty string (one of {NORM_REGISTRY.names(True)}), "
+                          f"got {norm!r}")
     try:
         builder: NormBuilder = NORM_REGISTRY.get(norm)
     except KeyError as exc:
-        raise ValueError(f"MODEL.*.NORM: {exc.args[0]}") from None
+        raise UnknownNameError(f"MODEL.*.NORM: {exc.args[0]}") from None
     layer = builder(num_channels)
     weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
     with torch.no_grad():

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnireid.utils.errors import UnknownNameError
 from omnireid.utils.registry import Registry
 
 POOLING_REGISTRY = Registry("pooling layer")
@@ -96,4 +97,4 @@ def build_pooling(name: str) -> nn.Module:
     try:
         return POOLING_REGISTRY.get(name)()
     except KeyError as exc:
-        raise ValueError(f"MODEL.HEADS.POOL_LAYER: {exc.args[0]}") from None
+        raise UnknownNameError(f"MODEL.HEADS.POOL_LAYER: {exc.args[0]}") from None

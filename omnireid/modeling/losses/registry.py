@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from omnireid.utils.errors import ConfigError, UnknownNameError
 from omnireid.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ def build_losses(cfg: "CfgNode") -> nn.ModuleList:
         try:
             loss_cls = LOSS_REGISTRY.get(name)
         except KeyError as exc:
-            raise ValueError(f"MODEL.LOSSES.NAME: {exc.args[0]}") from None
+            raise UnknownNameError(f"MODEL.LOSSES.NAME: {exc.args[0]}") from None
         loss = loss_cls.from_config(cfg)
         if loss.loss_name in seen:
-            raise ValueError(f"MODEL.LOSSES.NAME lists {seen[loss.loss_name]!r} and {name!r}, which both produce "
-                             f"{loss.loss_name!r}")
+            raise ConfigError(f"MODEL.LOSSES.NAME lists {seen[loss.loss_name]!r} and {name!r}, which both produce "
+                              f"{loss.loss_name!r}")
         seen[loss.loss_name] = name
         modules.append(loss)
     return nn.ModuleList(modules)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnireid.utils.errors import ConfigError
+
 from .distances import PairwiseBatch, cosine_dist, euclidean_dist
 from .registry import LOSS_REGISTRY, require_output
 
@@ -71,7 +73,7 @@ class TripletLoss(nn.Module):
                  scale: float = 1.0) -> None:
         super().__init__()
         if margin < 0:
-            raise ValueError(f"MODEL.LOSSES.TRI.MARGIN must be >= 0 (0 selects the soft margin), got {margin}")
+            raise ConfigError(f"MODEL.LOSSES.TRI.MARGIN must be >= 0 (0 selects the soft margin), got {margin}")
         self.margin, self.norm_feat, self.hard_mining, self.scale = float(margin), norm_feat, hard_mining, float(scale)
 
     @classmethod

@@ -9,6 +9,7 @@ from torch import nn
 from omnireid.modeling.backbones import build_backbone
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
+from omnireid.utils.errors import ConfigError
 
 from .registry import META_ARCH_REGISTRY
 
@@ -44,10 +45,10 @@ class Baseline(nn.Module):
                  pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
-            raise ValueError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) and MODEL.PIXEL_STD ({list(pixel_std)}) "
-                             "must have the same length")
+            raise ConfigError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) and MODEL.PIXEL_STD ({list(pixel_std)}) "
+                              "must have the same length")
         if any(s <= 0 for s in pixel_std):
-            raise ValueError(f"MODEL.PIXEL_STD must be positive, got {list(pixel_std)}")
+            raise ConfigError(f"MODEL.PIXEL_STD must be positive, got {list(pixel_std)}")
         self.backbone = backbone
         self.heads = heads
         self.loss_modules = nn.ModuleList(losses)

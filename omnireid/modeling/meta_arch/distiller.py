@@ -31,6 +31,7 @@ from omnireid.modeling.distill import (StageFeatureCapture, ema_update_, feature
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
 from omnireid.modeling.weights import load_weights
+from omnireid.utils.errors import ConfigError
 
 from .baseline import Baseline, Batch
 from .registry import META_ARCH_REGISTRY, build_model, training_only_state
@@ -96,9 +97,9 @@ class Distiller(Baseline):
                  temperature: float, loss_weight: float, ema_momentum: float | None = None) -> None:
         super().__init__(backbone=backbone, heads=heads, losses=losses, pixel_mean=pixel_mean, pixel_std=pixel_std)
         if not teachers and ema_momentum is None:
-            raise ValueError("Distiller needs a teacher: set KD.MODEL_CONFIG and KD.MODEL_WEIGHTS, or KD.EMA.ENABLED")
+            raise ConfigError("Distiller needs a teacher: set KD.MODEL_CONFIG and KD.MODEL_WEIGHTS, or KD.EMA.ENABLED")
         if temperature <= 0:
-            raise ValueError(f"KD.TEMPERATURE must be positive, got {temperature}")
+            raise ConfigError(f"KD.TEMPERATURE must be positive, got {temperature}")
         # A plain list, not a ModuleList: loaded teachers stay out of state_dict(), parameters() and
         # DistributedDataParallel; _apply() below still moves them with the student.
         self._loaded_teachers: list[nn.Module] = [t.eval() for t in teachers]
@@ -126,8 +127,8 @@ class Distiller(Baseline):
     def _arguments_from_config(cls, cfg: "CfgNode") -> dict[str, Any]:
         configs, weights = list(cfg.KD.MODEL_CONFIG), list(cfg.KD.MODEL_WEIGHTS)
         if len(configs) != len(weights):
-            raise ValueError(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}; "
-                             "give one weights file per teacher config")
+            raise ConfigError(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}; "
+                              "give one weights file per teacher config")
         num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
         backbone = build_backbone(cfg)
         heads = build_heads(cfg, in_channels=backbone.out_channels)
@@ -230,8 +231,8 @@ class DistillerOverhaul(Distiller):
         super().__init__(**kwargs)
         student_channels = stage_channels(self.backbone)
         if len(stage_weights) != len(student_channels):
-            raise ValueError(f"KD.STAGE_WEIGHTS has {len(stage_weights)} values but the student backbone has "
-                             f"{len(student_channels)} stages")
+            raise ConfigError(f"KD.STAGE_WEIGHTS has {len(stage_weights)} values but the student backbone has "
+                              f"{len(student_channels)} stages")
         with torch.random.fork_rng(devices=[]):  # connector init leaves the global RNG stream as it was
             self.connectors = nn.ModuleList(self._connectors_to(teacher, index, student_channels)
                                             for index, teacher in enumerate(self.teachers))

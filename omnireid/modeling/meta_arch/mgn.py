@@ -23,6 +23,7 @@ from torch import nn
 from omnireid.modeling.backbones import build_backbone
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses, required_outputs
+from omnireid.utils.errors import ConfigError
 
 from .baseline import Baseline
 from .registry import META_ARCH_REGISTRY
@@ -42,8 +43,8 @@ METRIC_WEIGHT = 1.0 / len(METRIC_GROUPS)
 def split_resnet_style(backbone: nn.Module) -> tuple[nn.Sequential, nn.Sequential, nn.Module]:
     """(shared trunk up to ``layer3[0]``, rest of ``layer3``, ``layer4``) of a ResNet-family backbone."""
     if not all(hasattr(backbone, f"layer{i}") for i in range(1, 5)) or len(backbone.layer3) < 2:
-        raise ValueError(f"MGN needs a ResNet-style backbone with layer1..layer4 (ResNet, ResNeXt, ResNeSt) and at "
-                         f"least two blocks in layer3; got {type(backbone).__name__} (MODEL.BACKBONE.NAME)")
+        raise ConfigError(f"MGN needs a ResNet-style backbone with layer1..layer4 (ResNet, ResNeXt, ResNeSt) and at "
+                          f"least two blocks in layer3; got {type(backbone).__name__} (MODEL.BACKBONE.NAME)")
     stem = []
     for name, child in backbone.named_children():
         if name == "layer1":
@@ -69,8 +70,8 @@ class MGN(nn.Module):
         if set(heads) != set(HEAD_NAMES):
             raise ValueError(f"MGN needs heads {HEAD_NAMES}, got {sorted(heads)}")
         if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
-            raise ValueError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) / MODEL.PIXEL_STD ({list(pixel_std)}) must have "
-                             "the same length and positive std")
+            raise ConfigError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) / MODEL.PIXEL_STD ({list(pixel_std)}) must have "
+                              "the same length and positive std")
         self.backbone = backbone
         self.b1, self.b2, self.b3 = neck1, neck2, neck3
         for name in HEAD_NAMES:

@@ -21,6 +21,7 @@ from omnireid.modeling.backbones import build_backbone
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
 from omnireid.utils import comm
+from omnireid.utils.errors import ConfigError
 
 from .baseline import Baseline
 from .registry import META_ARCH_REGISTRY
@@ -37,7 +38,7 @@ class CrossBatchMemory(nn.Module):
     def __init__(self, dim: int, size: int, margin: float = 0.25, gamma: float = 32.0) -> None:
         super().__init__()
         if dim <= 0 or size <= 0:
-            raise ValueError(f"memory feature dim and MODEL.QUEUE_SIZE must be positive, got {dim}, {size}")
+            raise ConfigError(f"memory feature dim and MODEL.QUEUE_SIZE must be positive, got {dim}, {size}")
         self.size, self.margin, self.gamma = size, float(margin), float(gamma)
         self.register_buffer("queue", F.normalize(torch.randn(dim, size), dim=0))
         self.register_buffer("queue_label", torch.full((size,), -1, dtype=torch.long))

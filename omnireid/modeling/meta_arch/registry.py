@@ -8,6 +8,7 @@ from torch import nn
 
 from omnireid.modeling.weights import load_weights
 from omnireid.utils import comm
+from omnireid.utils.errors import UnknownNameError
 from omnireid.utils.registry import Registry
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ def _architecture(cfg: "CfgNode") -> type:
     try:
         return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     except KeyError as exc:
-        raise ValueError(f"MODEL.META_ARCHITECTURE: {exc.args[0]}") from None
+        raise UnknownNameError(f"MODEL.META_ARCHITECTURE: {exc.args[0]}") from None
 
 
 def build_model(cfg: "CfgNode", *, deploy: bool = False) -> nn.Module:
