@@ -196,6 +196,28 @@ def test_ema_teacher_is_in_the_state_dict_and_follows_the_student():
     torch.testing.assert_close(model.ema_teacher.backbone.conv1.weight, model.backbone.conv1.weight - 1.0)
 
 
+def test_precise_bn_leaves_the_ema_teacher_statistics_alone():
+    """PreciseBN re-estimates the student's BatchNorm only: the EMA teacher (eval mode, its statistics
+    are averaged from the student's) is not reset to mean 0 / var 1."""
+    from omnireid.engine.hooks import update_bn_stats
+
+    torch.manual_seed(0)
+    model = build_model(model_cfg("MODEL.META_ARCHITECTURE", "Distiller", "KD.EMA.ENABLED", "True"))
+    ema_bn = model.ema_teacher.backbone.bn1
+    with torch.no_grad():
+        ema_bn.running_mean.uniform_(1.0, 2.0)
+        ema_bn.running_var.uniform_(2.0, 3.0)
+    ema = {k: v.clone() for k, v in model.ema_teacher.state_dict().items()}
+    student_mean = model.backbone.bn1.running_mean.clone()
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"images": torch.randint(0, 256, (4, 3, 64, 32), generator=gen, dtype=torch.uint8),
+                "targets": torch.full((4,), -1)} for _ in range(2)]
+    assert update_bn_stats(model, iter(batches), num_iters=2) == 2
+    for key, value in model.ema_teacher.state_dict().items():
+        assert torch.equal(value, ema[key]), f"ema_teacher.{key} changed"
+    assert not torch.equal(model.backbone.bn1.running_mean, student_mean)
+
+
 def test_configuration_errors_are_clear(tmp_path):
     config, weights, _ = save_teacher(tmp_path, "t")
     with pytest.raises(ValueError, match="needs a teacher"):

@@ -58,9 +58,18 @@ class Interrupt(HookBase):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_interrupted_and_resumed_run_matches_uninterrupted(synthetic_root, tmp_path, workers, make_tiny_cfg):
-    opts = ["DATALOADER.NUM_WORKERS", str(workers), "TEST.EVAL_PERIOD", "0"]
+PRECISE_BN = ("TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.DATASET", "Market1501",
+              "TEST.PRECISE_BN.NUM_ITER", "2")
+
+
+@pytest.mark.parametrize("workers, evaluation", [
+    (0, ("TEST.EVAL_PERIOD", "0")), (2, ("TEST.EVAL_PERIOD", "0")),
+    # evaluation + PreciseBN every epoch: the checkpoints hold the re-estimated BN statistics
+    (0, ("TEST.EVAL_PERIOD", "1", *PRECISE_BN)),
+])
+def test_interrupted_and_resumed_run_matches_uninterrupted(synthetic_root, tmp_path, workers, evaluation,
+                                                           make_tiny_cfg):
+    opts = ["DATALOADER.NUM_WORKERS", str(workers), *evaluation]
     full = str(tmp_path / "full")
     max_iter = train(make_tiny_cfg(synthetic_root, full, *opts))
 
@@ -95,6 +104,9 @@ def test_eval_only_from_cli(synthetic_root, tmp_path, make_tiny_cfg):
     code = main(["train", "--eval-only", "--config-file", os.path.join(out, "config.yaml"),
                  "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "OUTPUT_DIR", ev])
     assert code == 0 and os.path.isfile(os.path.join(ev, "log.txt"))
+    (record,) = [json.loads(line) for line in open(os.path.join(ev, "metrics.json"))]  # --eval-only writes it too
+    assert record["eval_only"] and record["dataset"] == "Market1501" and 0 <= record["mAP"] <= 100
+    assert record["weights"].endswith("model_final.pth") and record["iteration"] > 0
 
 
 def _torchrun(nproc: int, out: str, synthetic_root: str, opts: list[str], make_tiny_cfg) -> None:
@@ -156,6 +168,46 @@ def test_training_with_precise_bn(synthetic_root, tmp_path, make_tiny_cfg):
                         "TEST.PRECISE_BN.NUM_ITER", "2")
     train(cfg)
     assert "PreciseBN: re-estimating" in open(os.path.join(out, "log.txt")).read()
+    # model_final.pth is the evaluated model: --eval-only on it reproduces the final metrics exactly
+    from omnireid.cli.main import main
+
+    ev = str(tmp_path / "eval")
+    assert main(["train", "--eval-only", "--config-file", os.path.join(out, "config.yaml"),
+                 "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), "OUTPUT_DIR", ev]) == 0
+    trained = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))][-1]
+    evaluated = [json.loads(line) for line in open(os.path.join(ev, "metrics.json"))][-1]
+    for key in ("Rank-1", "Rank-5", "mAP", "mINP"):
+        assert evaluated[key] == trained[key], key
+
+
+def test_precise_bn_keeps_the_statistics_of_bn_layers_that_see_no_batch():
+    """A distiller's EMA teacher runs in eval mode: PreciseBN must not reset it to mean 0 / var 1."""
+    from omnireid.engine.hooks import update_bn_stats
+
+    class WithEvalTeacher(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.student = torch.nn.BatchNorm1d(3)
+            self.teacher = torch.nn.BatchNorm1d(3)
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.teacher.eval()  # like Distiller.train(): teachers stay in eval mode
+            return self
+
+        def forward(self, x):
+            return self.student(x) + self.teacher(x)
+
+    model = WithEvalTeacher()
+    with torch.no_grad():
+        model.teacher.running_mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        model.teacher.running_var.copy_(torch.tensor([4.0, 5.0, 6.0]))
+    teacher = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    batches = [torch.randn(8, 3, generator=torch.Generator().manual_seed(i)) + 10 for i in range(3)]
+    assert update_bn_stats(model, iter(batches), num_iters=3) == 3
+    for key, value in model.teacher.state_dict().items():
+        assert torch.equal(value, teacher[key]), key
+    torch.testing.assert_close(model.student.running_mean, torch.stack(batches).mean(dim=(0, 1)))
 
 
 def test_bf16_autocast_training_on_cpu(synthetic_root, tmp_path, make_tiny_cfg):

@@ -47,8 +47,9 @@ def test_csv_reader_returns_items_or_a_user_error(content):
         except UserError as exc:
             assert "list.csv" in str(exc)
             return
-        for image, pid, camid in items:
-            assert isinstance(image, str) and image and type(pid) is int and type(camid) is int
+        for item in items:
+            assert isinstance(item["img_path"], str) and item["img_path"]
+            assert type(item["targets"]) is int and type(item["camids"]) is int
 
 
 @SETTINGS
@@ -58,8 +59,8 @@ def test_csv_reader_reads_what_was_written(rows):
         lines = ["path,pid,camid"] + [f"img/{i}.jpg,{pid},{cam}" for i, (pid, cam) in enumerate(rows)]
         path = write_bytes(folder, "list.csv", "\n".join(lines).encode())
         items = read_csv_items(path)
-    assert [(pid, cam) for _, pid, cam in items] == rows
-    assert all(image.endswith(f"img{os.sep}{i}.jpg") for i, (image, _, _) in enumerate(items))
+    assert [(item["targets"], item["camids"]) for item in items] == rows
+    assert all(item["img_path"].endswith(f"img{os.sep}{i}.jpg") for i, item in enumerate(items))
 
 
 # Config files and overrides -----------------------------------------------------------------------
@@ -156,8 +157,8 @@ def test_market1501_file_names_parse_or_raise_a_layout_error(names):
         except UserError as exc:
             assert "Market1501" in str(exc)
             return
-        for _, pid, cam in dataset.train + dataset.query + dataset.gallery:
-            assert type(pid) is int and type(cam) is int and cam >= 0
+        for item in dataset.train + dataset.query + dataset.gallery:
+            assert type(item["targets"]) is int and type(item["camids"]) is int and item["camids"] >= 0
 
 
 LIST_LINES = st.lists(st.one_of(TEXT, st.builds(lambda a, b: f"{a} {b}", TEXT, st.integers(-3, 10**9)),
@@ -202,8 +203,8 @@ def test_list_file_datasets_parse_or_raise_a_layout_error(name, data):
         except UserError as exc:
             assert name in str(exc) or ".txt" in str(exc)
             return
-        for image, pid, cam in dataset.train + dataset.query + dataset.gallery:
-            assert isinstance(image, str) and type(pid) is int and type(cam) is int
+        for item in dataset.train + dataset.query + dataset.gallery:
+            assert isinstance(item["img_path"], str) and type(item["targets"]) is int and type(item["camids"]) is int
 
 
 def test_the_readers_find_known_bad_spellings(tmp_path):

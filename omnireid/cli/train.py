@@ -42,13 +42,35 @@ def run_train(args: argparse.Namespace) -> int:
                 logger.warning("--eval-only without MODEL.WEIGHTS: evaluating an untrained model")
                 model = build_model(cfg, deploy=True)
             model.to(comm.resolve_device(cfg.MODEL.DEVICE))
-            trainer_cls.test(cfg, model)
+            results = trainer_cls.test(cfg, model)
+            write_eval_only_metrics(cfg, results)
             del model
             return 0
         trainer = trainer_cls(cfg, resume=args.resume)
         trainer.train()
         trainer.release()
     return 0
+
+
+def write_eval_only_metrics(cfg, results: dict[str, dict[str, float]]) -> None:
+    """``OUTPUT_DIR/metrics.json`` of an ``--eval-only`` run: one line per test set, like a training
+    run's evaluations, with the evaluated weights (and the iteration they were saved at, when known)."""
+    import os
+
+    from omnireid.engine.events import EvalResultWriter
+    from omnireid.utils import comm
+
+    if not comm.is_main_process():
+        return
+    iteration = 0
+    if cfg.MODEL.WEIGHTS:
+        from omnireid.utils.file_io import load_checkpoint_file
+
+        iteration = int(load_checkpoint_file(cfg.MODEL.WEIGHTS).get("iteration", 0))
+    writer = EvalResultWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))
+    for name, metrics in results.items():
+        writer.write_result({"iteration": iteration, "eval_only": True, "weights": cfg.MODEL.WEIGHTS,
+                             "dataset": name, **metrics})
 
 
 @COMMAND_REGISTRY.register("train")

@@ -6,6 +6,7 @@ protocol + protocol metadata) through :func:`build_test_sets`, and :func:`build_
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -14,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from omnireid.utils import comm
-from omnireid.utils.errors import DatasetError
+from omnireid.utils.errors import ConfigError, DatasetError
 
 from .common import Collate, ImageDataset, is_readable, seed_worker
 from .datasets import ImageSetDataset, TestSet, build_dataset
@@ -87,7 +88,7 @@ def combine_train_sets(datasets: list[ImageSetDataset], combine_all: bool
     names = [d.name for d in datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"DATASETS.NAMES lists {duplicates} more than once")
+        raise ConfigError(f"DATASETS.NAMES lists {duplicates} more than once")
     several = len(datasets) > 1
     entries = [(dataset, item, split) for dataset in datasets
                for item, split in (dataset.combined_train() if combine_all else [(i, "train") for i in dataset.train])]
@@ -131,10 +132,26 @@ def train_metadata(datasets: list[ImageSetDataset], label_names: list[str], came
     return merged
 
 
+def loader_workers(requested: int) -> int:
+    """``DATALOADER.NUM_WORKERS`` checked, and capped to the CPU cores this process may use (with a note):
+    more workers than cores only compete with each other (FastReID's default is 8)."""
+    if requested < 0:
+        raise ConfigError(f"DATALOADER.NUM_WORKERS must be >= 0 (0: load in the main process), got {requested}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cores:
+        if requested not in _CAPPED_NOTED:
+            logger.info("DATALOADER.NUM_WORKERS %d is more than the %d CPU cores available: using %d",
+                        requested, cores, cores)
+            _CAPPED_NOTED.add(requested)
+        return cores
+    return requested
+
+
+_CAPPED_NOTED: set[int] = set()  # log the cap once per value, not for every loader
+
+
 def _loader_kwargs(cfg, seed: int) -> dict:
-    workers = int(cfg.DATALOADER.NUM_WORKERS)
-    if workers < 0:
-        raise ValueError(f"DATALOADER.NUM_WORKERS must be >= 0, got {workers}")
+    workers = loader_workers(int(cfg.DATALOADER.NUM_WORKERS))
     return dict(num_workers=workers, persistent_workers=workers > 0, worker_init_fn=seed_worker,
                 pin_memory=torch.cuda.is_available(),
                 generator=torch.Generator().manual_seed(seed + comm.get_rank()))
@@ -159,7 +176,7 @@ def build_train_loader(cfg, start_index: int = 0) -> TrainData:
     first indices of this rank's stream (resume).
     """
     if not cfg.DATASETS.NAMES:
-        raise ValueError("DATASETS.NAMES is empty: name at least one training dataset")
+        raise ConfigError("DATASETS.NAMES is empty: name at least one training dataset")
     datasets = [build_dataset(cfg, name) for name in cfg.DATASETS.NAMES]
     for dataset in datasets:
         logger.info("%s", dataset.summary())
@@ -228,9 +245,11 @@ def build_test_loader(cfg, test_set: TestSet) -> DataLoader:
     (:class:`InferenceSampler`), ``TEST.IMS_PER_BATCH // world_size`` images per batch.
     """
     world = comm.get_world_size()
+    if int(cfg.TEST.IMS_PER_BATCH) < 1:
+        raise ConfigError(f"TEST.IMS_PER_BATCH must be >= 1 (images per evaluation batch), got {cfg.TEST.IMS_PER_BATCH}")
     batch = int(cfg.TEST.IMS_PER_BATCH) // world
     if batch < 1:
-        raise ValueError(f"TEST.IMS_PER_BATCH ({cfg.TEST.IMS_PER_BATCH}) is smaller than the number of processes ({world})")
+        raise ConfigError(f"TEST.IMS_PER_BATCH ({cfg.TEST.IMS_PER_BATCH}) is smaller than the number of processes ({world})")
     sampler = InferenceSampler(len(test_set.items), comm.get_rank(), world)
     return DataLoader(ImageDataset(test_set.items, build_transforms(cfg, is_train=False)), sampler=sampler,
                       batch_size=batch, drop_last=False, collate_fn=Collate(with_indices=True),

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from omnireid.utils import comm
+from omnireid.utils.errors import CheckpointError
 from omnireid.utils.file_io import atomic_torch_save, atomic_write_text
 from omnireid.utils.sharding import full_state_dicts, local_model_state, local_optimizer_state
 
@@ -94,7 +95,7 @@ class Checkpointer:
         model.load_state_dict(local_model_state(model, data.pop("model")))  # each rank keeps its shards
         for key, obj in self.checkpointables.items():
             if key not in data:
-                raise KeyError(f"{source} has no {key!r} state; cannot resume exactly")
+                raise CheckpointError(f"{source} has no {key!r} state; cannot resume exactly")
             state = data.pop(key)
             obj.load_state_dict(local_optimizer_state(obj, state) if isinstance(obj, torch.optim.Optimizer) else state)
         rng_states = data.pop("rng", None)

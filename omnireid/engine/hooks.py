@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from omnireid.utils import comm
+from omnireid.utils.errors import ConfigError
 
 if TYPE_CHECKING:
     from .trainer import TrainerBase
@@ -98,8 +99,8 @@ class FreezeLayers(HookBase):
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
-            raise KeyError(f"MODEL.FREEZE_LAYERS names unknown modules {missing}; "
-                           f"top-level modules are {[n for n, _ in model.named_children()]}")
+            raise ConfigError(f"MODEL.FREEZE_LAYERS names unknown modules {missing}; "
+                              f"top-level modules are {[n for n, _ in model.named_children()]}")
         self.modules = [modules[n] for n in names]
         self.freeze_iters = freeze_iters
 
@@ -205,11 +206,14 @@ def update_bn_stats(model: nn.Module, batches, num_iters: int) -> int:
 
     The model runs in training mode (so BN uses batch statistics); with ``momentum=None`` PyTorch
     keeps a cumulative average, i.e. every batch counts equally. Returns the number of batches used.
+    A BatchNorm that sees no batch in training mode keeps its statistics: e.g. a distiller's EMA
+    teacher, which a model keeps in eval mode and whose statistics come from its own averaging.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
     momenta = [m.momentum for m in norms]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     was_training = model.training
     for norm in norms:
         norm.reset_running_stats()
@@ -223,8 +227,10 @@ def update_bn_stats(model: nn.Module, batches, num_iters: int) -> int:
             model(batch)
             used += 1
     finally:
-        for norm, momentum in zip(norms, momenta):
+        for norm, momentum, state in zip(norms, momenta, saved):
             norm.momentum = momentum
+            if int(norm.num_batches_tracked) == 0:  # not run in training mode: not re-estimated
+                norm.load_state_dict(state)
         model.train(was_training)
     if used < num_iters:
         logger.warning("PreciseBN: the data gave %d batches of the %d asked for", used, num_iters)

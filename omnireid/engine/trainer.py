@@ -19,6 +19,7 @@ from omnireid.modeling.acceleration import accelerate
 from omnireid.modeling.weights import load_weights
 from omnireid.solver import build_lr_scheduler, build_optimizer
 from omnireid.utils import comm
+from omnireid.utils.errors import TrainingDivergedError
 from omnireid.utils.hardware import cpu_has_native_bf16
 from omnireid.utils.registry import Registry
 from omnireid.utils.sharding import exclude_sharded_from_ddp
@@ -88,9 +89,9 @@ def _autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
             return None
         return torch.bfloat16
     if choice not in dtypes:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be auto, fp16 or bf16; got {choice!r}")
+        raise ConfigError(f"SOLVER.AMP.DTYPE must be auto, fp16 or bf16; got {choice!r}")
     if device.type == "cpu" and dtypes[choice] is torch.float16:
-        raise ValueError("SOLVER.AMP.DTYPE fp16 is not supported on CPU; use bf16 or auto")
+        raise ConfigError("SOLVER.AMP.DTYPE fp16 is not supported on CPU; use bf16 or auto")
     return dtypes[choice]
 
 
@@ -257,10 +258,13 @@ class Trainer(TrainerBase):
             # Callbacks the model declares (e.g. a distiller's EMA teacher), before the checkpointer so
             # that a checkpoint holds the state after this step's update.
             H.ModelCallbacks(unwrap(self.model)) if H.ModelCallbacks.wanted(unwrap(self.model)) else None,
-            # Checkpoint before evaluating so an evaluation crash never loses the trained state.
-            H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, self.checkpoint_extra),
+            # PreciseBN before the checkpointer: the checkpoint (model_final.pth included) holds the BN
+            # statistics that are evaluated and that training continues with, so it reproduces the
+            # evaluated metrics and a resume is exact.
             H.PreciseBN(cfg.TEST.EVAL_PERIOD * ipe, unwrap(self.model), self._precise_bn_batches,
                         cfg.TEST.PRECISE_BN.NUM_ITER) if cfg.TEST.PRECISE_BN.ENABLED and cfg.TEST.EVAL_PERIOD > 0 else None,
+            # Checkpoint before evaluating so an evaluation crash never loses the trained state.
+            H.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD * ipe, self.checkpoint_extra),
             H.EvalHook(cfg.TEST.EVAL_PERIOD * ipe, self._evaluate_and_record) if cfg.TEST.EVAL_PERIOD > 0 else None,
             H.PeriodicWriter(writers, period=20),
             H.ProgressBar(enabled=progress_enabled()),
@@ -285,7 +289,7 @@ class Trainer(TrainerBase):
         total = sum(losses.values())
         if not torch.isfinite(total):
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"Loss became non-finite at iteration {self.iter} (epoch {self.epoch}): {detail}. "
                 "Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRADIENTS or check the input data.")
         self.optimizer.zero_grad(set_to_none=True)
@@ -300,7 +304,7 @@ class Trainer(TrainerBase):
             elif clip.CLIP_TYPE == "value":
                 torch.nn.utils.clip_grad_value_(params, clip.CLIP_VALUE)
             else:
-                raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {clip.CLIP_TYPE!r}")
+                raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'norm' or 'value', got {clip.CLIP_TYPE!r}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.storage.put_scalars(total_loss=comm.all_reduce_mean(total.detach()).item(),
