@@ -236,3 +236,25 @@ def test_missing_image_is_a_clear_error(tmp_path):
     cfg.SOLVER.IMS_PER_BATCH = 24
     with pytest.raises(CorruptImageError, match="000_0.png"):
         next(iter(build_train_loader(cfg).loader))
+
+
+def test_worker_count_is_capped_to_the_cores_with_a_note():
+    import logging
+    import os
+
+    from omnireid.data.build import loader_workers
+
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("omnireid.data.build")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        cores = len(os.sched_getaffinity(0))
+        assert loader_workers(cores + 6) == cores and loader_workers(0) == 0 and loader_workers(1) == 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert f"DATALOADER.NUM_WORKERS {cores + 6} is more than the {cores} CPU cores available: using {cores}" in messages

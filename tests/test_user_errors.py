@@ -185,6 +185,22 @@ CASES: dict[str, Case] = {
                                "DATASETS.CSV.QUERY", str(write(w / "q.csv", "a.jpg,one,0\n")),
                                "DATASETS.CSV.GALLERY", str(write(w / "g.csv", "b.jpg,1,1\n"))),
         ("q.csv, line 1", "pid must be an integer, got 'one'")),
+    # training and evaluation data/values
+    "NaN loss": Case(lambda w, r: train(r, w, "SOLVER.BASE_LR", "1e30", "SOLVER.MAX_ITER", "4",
+                                        "SOLVER.WARMUP_ITERS", "0"), ("Loss became non-finite at iteration",)),
+    "TEST.IMS_PER_BATCH -1": Case(lambda w, r: eval_only(r, w, "TEST.IMS_PER_BATCH", "-1"),
+                                  ("TEST.IMS_PER_BATCH must be >= 1", "-1")),
+    "DATALOADER.NUM_WORKERS -1": Case(lambda w, r: train(r, w, "DATALOADER.NUM_WORKERS", "-1"),
+                                      ("DATALOADER.NUM_WORKERS must be >= 0", "-1")),
+    "single training identity": Case(
+        lambda w, r: train(r, w, "DATASETS.NAMES", "['CustomCSV']", "DATALOADER.SAMPLER_TRAIN", "TrainingSampler",
+                           "DATASETS.CSV.TRAIN", str(write(w / "t.csv", "a.jpg,7,0\nb.jpg,7,1\n"))),
+        ("single identity", "'7'", "at least 2")),
+    "no query has a match": Case(
+        lambda w, r: eval_only(r, w, "DATASETS.TESTS", "['CustomCSV']",
+                               "DATASETS.CSV.QUERY", str(write(w / "q.csv", "a.jpg,1,0\n")),
+                               "DATASETS.CSV.GALLERY", str(write(w / "g.csv", "b.jpg,2,1\nc.jpg,1,0\n"))),
+        ("CustomCSV: none of the 1 queries has a true match",)),
     # other commands
     "export: unknown format": Case(lambda w, r: ["export", "--format", "onnxx", "--output", str(w / "x"),
                                                  "--config-file", str(write(w / "c.yml", "SEED: 1\n"))],

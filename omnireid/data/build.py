@@ -183,6 +183,10 @@ def build_train_loader(cfg, start_index: int = 0) -> TrainData:
     items, label_names, camera_names = combine_train_sets(datasets, cfg.DATASETS.COMBINEALL)
     if not items:
         raise EmptyDatasetError(f"the training set of {list(cfg.DATASETS.NAMES)} is empty (no images found)")
+    if len(label_names) == 1:
+        raise DatasetError(f"the training set of {list(cfg.DATASETS.NAMES)} has a single identity/class "
+                           f"({label_names[0]!r}, {len(items)} images): classification and metric losses need at "
+                           "least 2 (with one, every loss is 0 and nothing is learned)")
     seed = resolve_seed(cfg)
     world, rank = comm.get_world_size(), comm.get_rank()
     global_batch = int(cfg.SOLVER.IMS_PER_BATCH)
@@ -215,6 +219,26 @@ def check_test_set(test_set: TestSet) -> None:
             if empty:
                 raise EmptyDatasetError(f"{test_set.name}: the {split} set is empty; evaluation needs queries "
                                         "and a gallery")
+        check_queries_have_matches(test_set, num_query)
+
+
+def check_queries_have_matches(test_set: TestSet, num_query: int) -> None:
+    """Say how many queries have no true match in the gallery (same identity, another camera): the
+    query/gallery protocol leaves them out of every metric. None at all is an error."""
+    query, gallery = test_set.items[:num_query], test_set.items[num_query:]
+    if not all("targets" in item and "camids" in item for item in test_set.items):
+        return
+    cameras_of: dict[int, set[int]] = {}
+    for item in gallery:
+        cameras_of.setdefault(int(item["targets"]), set()).add(int(item["camids"]))
+    unmatched = sum(not (cameras_of.get(int(item["targets"]), set()) - {int(item["camids"])}) for item in query)
+    if unmatched == len(query):
+        raise DatasetError(f"{test_set.name}: none of the {len(query)} queries has a true match in the gallery (an "
+                           "image of the same identity from another camera): nothing can be evaluated; check that "
+                           "query and gallery come from the same test split")
+    if unmatched:
+        logger.warning("%s: %d of %d queries have no true match in the gallery (same identity, another camera) "
+                       "and are left out of the metrics", test_set.name, unmatched, len(query))
 
 
 def build_test_sets(cfg, dataset_name: str) -> list[TestSet]:
