@@ -154,6 +154,9 @@ def register_key_translator(fn: KeyTranslator) -> KeyTranslator:
 
 def _merge_value(node: CfgNode, key: str, value: Any, prefix: str, source: str) -> None:
     full_key = f"{prefix}.{key}" if prefix else key
+    if key not in node and "." in str(key):
+        raise ConfigError(f"{source}: key {full_key!r}: a config file nests sections (INPUT:\n  PADDING: ...) "
+                          "rather than writing dotted names")
     if key not in node:
         root_key = full_key
         for translate in _TRANSLATORS:
@@ -179,8 +182,11 @@ def _unknown_key(node: CfgNode, key: Any, prefix: str, source: str) -> None:
 
 def coerce(default: Any, value: Any, full_key: str, source: str) -> Any:
     """Check ``value`` against the type of ``default``; return it in the default's type."""
-    if default is None or value is None:
+    if default is None:  # an untyped key (default None) takes any value
         return value
+    if value is None:
+        raise ConfigError(f"{source}: {full_key} needs a {type(default).__name__} value, got an empty value (None); "
+                          f"its default is {default!r}")
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
