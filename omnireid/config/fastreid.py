@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 from .config import CfgNode, ConfigError, coerce, load_yaml_with_base, parse_value, register_key_translator
 from .defaults import get_cfg
@@ -335,7 +335,7 @@ def _translate_entries(raw: Mapping[str, Any], generation: str, path: str, sched
             continue
         if legacy_schedule and any(key == k for k, _, _ in _LEGACY_SCHEDULE):
             continue  # below, all together
-        if key == "MODEL.HEADS.NAME" and value in LEGACY_HEADS:
+        if key == "MODEL.HEADS.NAME" and isinstance(value, str) and value in LEGACY_HEADS:
             out.update(LEGACY_HEADS[value])
             notes.append(f"translated MODEL.HEADS.NAME={value!r} to "
                          + ", ".join(f"{k}={v!r}" for k, v in LEGACY_HEADS[value].items()) + " (FastReID pre-V1.0 head)")
@@ -347,7 +347,8 @@ def _translate_entries(raw: Mapping[str, Any], generation: str, path: str, sched
             notes.append(f"translated {key}={value!r} to {target}={new_value!r} ({rule.why})")
         value_rule = VALUE_RULES.get(target)
         if value_rule is not None:
-            converted = value_rule(new_value) if callable(value_rule) else value_rule.get(new_value, new_value)
+            converted = (value_rule(new_value) if callable(value_rule) else
+                         value_rule.get(new_value, new_value) if isinstance(new_value, Hashable) else new_value)
             if converted != new_value and not (isinstance(new_value, tuple) and list(new_value) == converted):
                 notes.append(f"translated {target}={new_value!r} to {target}={converted!r} (FastReID legacy value)")
             new_value = converted
