@@ -102,6 +102,7 @@ def _write_config(make_tiny_cfg, synthetic_root: str, out: Path, *opts: str) -> 
     return str(path)
 
 
+@pytest.mark.slow
 def test_disk_full_in_a_real_run_is_one_line_and_keeps_the_last_checkpoint(small_disk, synthetic_root, tmp_path,
                                                                          make_tiny_cfg):
     from omnireid.modeling import build_model
