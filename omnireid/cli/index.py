@@ -20,26 +20,11 @@ import os
 import sys
 
 from omnireid.cli.main import COMMAND_REGISTRY
+from omnireid.utils.errors import MissingFileError
 
 logger = logging.getLogger("omnireid")
 
 AUTO_FLAT_LIMIT = 100_000  # galleries below this are searched exactly by default
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from omnireid.serve.encoder import BadArtifactError
-    from omnireid.serve.index import GalleryIndexError
-
-    return (GalleryIndexError, BadArtifactError)
-
-
-def report_user_errors(command: str, run):
-    """Run ``run()``; a user error of the index/serve layer is one line on stderr and exit code 2."""
-    try:
-        return run()
-    except _user_errors() as exc:
-        print(f"omnireid {command}: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def read_metadata_csv(path: str) -> dict[str, dict[str, str]]:
@@ -47,7 +32,7 @@ def read_metadata_csv(path: str) -> dict[str, dict[str, str]]:
     from omnireid.serve.index import GalleryIndexError
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--metadata: no such file: {path}")
+        raise MissingFileError(f"--metadata: no such file: {path}")
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if rows and "id" not in rows[0]:
@@ -194,7 +179,7 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
     build = sub.add_parser("build", help="index a folder of images")
     _add_build_flags(build)
     add_config_arguments(build)
-    build.set_defaults(func=lambda a: report_user_errors("index build", lambda: run_build(a)))
+    build.set_defaults(func=run_build)
 
     add = sub.add_parser("add", help="add a folder of images to an index")
     add.add_argument("--artifact", metavar="FILE", help="the model (default: the one the index was built with)")
@@ -206,13 +191,13 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--config-file", metavar="FILE", default="", help="config of a .pth artifact")
     add.add_argument("--allow-model-change", action="store_true",
                      help="accept an artifact other than the index's (the same model in another format)")
-    add.set_defaults(func=lambda a: report_user_errors("index add", lambda: run_add(a)))
+    add.set_defaults(func=run_add)
 
     remove = sub.add_parser("remove", help="remove items by id")
     remove.add_argument("--index", metavar="DIR", required=True)
     remove.add_argument("ids", nargs="+", metavar="ID")
-    remove.set_defaults(func=lambda a: report_user_errors("index remove", lambda: run_remove(a)))
+    remove.set_defaults(func=run_remove)
 
     info = sub.add_parser("info", help="describe an index")
     info.add_argument("--index", metavar="DIR", required=True)
-    info.set_defaults(func=lambda a: report_user_errors("index info", lambda: run_info(a)))
+    info.set_defaults(func=run_info)

@@ -94,32 +94,26 @@ def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
 def run_report(args: argparse.Namespace) -> int:
     from omnireid.cli.export import split_trailing_flags
     from omnireid.engine.setup import setup_logging
+    from omnireid.utils.errors import MissingDependencyError
 
     args = split_trailing_flags(args, _add_report_flags)
 
     try:
         from omnireid.report import ReportInputError, ReportOptions, build_report, load_features
     except ImportError as exc:
-        print(f"omnireid report: error: the report needs matplotlib: pip install 'omnireid[report]' ({exc})",
-              file=sys.stderr)
-        return 2
+        raise MissingDependencyError(f"the report needs matplotlib: pip install 'omnireid[report]' ({exc})") from exc
     from omnireid.utils.file_io import atomic_write_text
 
     setup_logging()
-    try:
-        if bool(args.features) == bool(args.config_file):
-            raise ReportInputError("give either --config-file (with MODEL.WEIGHTS) or --features FILE.npz")
-        if args.features and args.opts:
-            raise ReportInputError(f"config overrides {args.opts} need --config-file")
-        options = ReportOptions(top_k=args.top_k, max_queries=args.max_queries, worst=args.worst,
-                                thumb_height=args.thumb_height)
-        os.makedirs(args.output, exist_ok=True)
-        inputs = [load_features(p) for p in args.features] if args.features else evaluate_to_inputs(args,
-                                                                                                       args.output)
-        page = build_report(inputs, options, title=args.title)
-    except ReportInputError as exc:
-        print(f"omnireid report: error: {exc}", file=sys.stderr)
-        return 2
+    if bool(args.features) == bool(args.config_file):
+        raise ReportInputError("give either --config-file (with MODEL.WEIGHTS) or --features FILE.npz")
+    if args.features and args.opts:
+        raise ReportInputError(f"config overrides {args.opts} need --config-file")
+    options = ReportOptions(top_k=args.top_k, max_queries=args.max_queries, worst=args.worst,
+                            thumb_height=args.thumb_height)
+    os.makedirs(args.output, exist_ok=True)
+    inputs = [load_features(p) for p in args.features] if args.features else evaluate_to_inputs(args, args.output)
+    page = build_report(inputs, options, title=args.title)
     path = os.path.join(args.output, "index.html")
     atomic_write_text(path, page)
     logger.info("Wrote the report (%.1f MB) to %s", len(page) / 2**20, path)

@@ -50,20 +50,14 @@ def resolve_token(args: argparse.Namespace) -> str | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from omnireid.cli.index import report_user_errors
+    from omnireid.utils.errors import MissingDependencyError
 
-    return report_user_errors("serve", lambda: _serve(args))
-
-
-def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
         from omnireid.serve.app import ServeSettings, create_app
     except ImportError as exc:
-        print(f"omnireid serve: error: the server needs the serve extra: pip install 'omnireid[serve]' ({exc})",
-              file=sys.stderr)
-        return 2
+        raise MissingDependencyError(f"the server needs the serve extra: pip install 'omnireid[serve]' ({exc})") from exc
     from omnireid.engine.setup import setup_logging
     from omnireid.serve.encoder import ImageEncoder, check_compatible
     from omnireid.serve.index import GalleryIndex

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from omnireid.utils.errors import UserError
 from omnireid.utils.file_io import atomic_write_bytes
 
 FEATURES_FORMAT = "omnireid-report-features"
 
 
-class ReportInputError(ValueError):
+class ReportInputError(UserError, ValueError):
     """A features file or report input is unusable; the message names the file and the problem."""
 
 

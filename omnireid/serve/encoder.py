@@ -16,7 +16,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from omnireid.data.common import DECODE_ERRORS
+from omnireid.data.decode import to_rgb
 from omnireid.data.transforms import inference_transform
+from omnireid.utils.errors import UserError
 
 # the config keys that decide the test-time transform, stored in the manifest
 PREPROCESS_KEYS = ("INPUT.SIZE_TEST", "INPUT.INTERPOLATION", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE")
@@ -26,7 +28,7 @@ class BadImageError(ValueError):
     """An uploaded image cannot be used; the message says why (answered with HTTP 400)."""
 
 
-class BadArtifactError(ValueError):
+class BadArtifactError(UserError, ValueError):
     """The model artifact cannot be loaded or does not fit the index; the message names it."""
 
 
@@ -42,7 +44,7 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
             if width * height > max_pixels:
                 raise BadImageError(f"the image is {width}x{height} = {width * height} pixels; "
                                     f"the limit is {max_pixels} pixels")
-            return img.convert("RGB")
+            return to_rgb(img)
     except BadImageError:
         raise
     except UnidentifiedImageError:

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from omnireid.utils.errors import UserError
 from omnireid.utils.file_io import atomic_write_text
 from omnireid.utils.registry import Registry
 
@@ -50,7 +51,7 @@ MANIFEST = "index.json"
 INDEX_KINDS = Registry("index kind")
 
 
-class GalleryIndexError(ValueError):
+class GalleryIndexError(UserError, ValueError):
     """A user-facing problem with an index folder or an operation on it; the message names it."""
 
 
