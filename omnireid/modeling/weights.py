@@ -133,7 +133,7 @@ WRAPPER_KEYS = ("model", "state_dict")
 BENIGN_MISSING_SUFFIXES = ("num_batches_tracked",)
 
 
-class WeightsError(ValueError):
+class WeightsError(CheckpointError, ValueError):
     """The weights in a file do not fit the model (the message names the file and the keys)."""
 
 
