@@ -41,12 +41,12 @@ def features(model, data):
 
 
 def test_channels_last_auto_resolution():
-    model = build_model(tiny_cfg())
-    assert channels_last_enabled(tiny_cfg(), model, CPU)
-    assert not channels_last_enabled(tiny_cfg(), model, torch.device("cuda"))  # fp32 on CUDA: off
-    assert channels_last_enabled(tiny_cfg("SOLVER.AMP.ENABLED", "True"), model, torch.device("cuda"))
+    model = build_model(tiny_cfg("MODEL.CHANNELS_LAST", "auto"))
+    assert channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), model, CPU)
+    assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), model, torch.device("cuda"))  # fp32 on CUDA: off
+    assert channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto", "SOLVER.AMP.ENABLED", "True"), model, torch.device("cuda"))
     assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "false"), model, CPU)
-    assert not channels_last_enabled(tiny_cfg(), torch.nn.Linear(3, 3), CPU)  # nothing to convert
+    assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), torch.nn.Linear(3, 3), CPU)  # nothing to convert
     with pytest.raises(ConfigError, match="CHANNELS_LAST"):
         channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "sometimes"), model, CPU)
 
