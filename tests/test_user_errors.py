@@ -63,13 +63,12 @@ def copy_dataset(root: str, work: Path) -> Path:
 
 
 def spoil(root: Path, folder: str, content: bytes | str) -> Path:
-    """Replace the first image of ``folder`` (bounding_box_train, query, bounding_box_test) with bad bytes."""
-    path = sorted((root / "Market-1501-v15.09.15" / folder).glob("*.jpg"))[0]
-    if content == "truncated":
-        path.write_bytes(path.read_bytes()[:200])
-    else:
-        path.write_bytes(content)
-    return path
+    """Replace images of ``folder`` with bad bytes: every training image (so the first batch meets one),
+    or the first query / gallery image the protocol uses (junk ``-1_*`` boxes are dropped by the loader)."""
+    images = [p for p in sorted((root / "Market-1501-v15.09.15" / folder).glob("*.jpg")) if not p.name.startswith("-1")]
+    for path in images if folder == "bounding_box_train" else images[:1]:
+        path.write_bytes(path.read_bytes()[:200] if content == "truncated" else content)
+    return images[0]
 
 
 def eval_only(root, work, *extra):
@@ -205,8 +204,8 @@ CASES: dict[str, Case] = {
     "export: unknown format": Case(lambda w, r: ["export", "--format", "onnxx", "--output", str(w / "x"),
                                                  "--config-file", str(write(w / "c.yml", "SEED: 1\n"))],
                                    ("--format: Unknown export format 'onnxx'", "Did you mean 'onnx'?")),
-    "extract: not a folder": Case(lambda w, r: ["extract", "--artifact", "m.onnx", "--images", str(w / "none"),
-                                                "--output", str(w / "f.npz")], ("--images: not a folder",)),
+    "extract: missing artifact": Case(lambda w, r: ["extract", "--artifact", "m.onnx", "--images", str(w / "none"),
+                                                    "--output", str(w / "f.npz")], ("artifact not found: m.onnx",)),
     "data synth: one camera": Case(lambda w, r: ["data", "synth", "--out", str(w / "s"), "--cameras", "1"],
                                    ("num_cameras must be between 2 and 9",)),
     "demo: missing config": Case(lambda w, r: ["demo", "--config-file", str(w / "none.yml"),
