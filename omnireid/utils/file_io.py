@@ -43,10 +43,23 @@ def _atomic(path: str, write, mode: str) -> None:
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+        # torch.save re-raises a failed write (disk full) as a RuntimeError of its zip writer: find the OSError
+        os_error = _os_error_in_chain(exc)
+        if os_error is not None and not isinstance(exc, OutputError):
             kept = " (the previous file is unchanged)" if os.path.exists(path) else ""
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}{kept}") from exc
+            raise OutputError(f"cannot write {path}: {os_error.strerror or os_error}{kept}") from exc
         raise
+
+
+def _os_error_in_chain(exc: BaseException | None) -> OSError | None:
+    """``exc`` or the first OSError it was raised from / while handling."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def ensure_writable_dir(path: str, what: str = "OUTPUT_DIR") -> str:
