@@ -1,6 +1,7 @@
 """The torch ``Dataset`` over item dicts (``{"img_path": ..., <fields>}``) and the batch collation."""
 from __future__ import annotations
 
+import io
 import logging
 import random
 from typing import Callable, Sequence
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from omnireid.utils.errors import DatasetError
 
+from .containers import read_member, split_member_path
 from .decode import to_rgb
 
 logger = logging.getLogger(__name__)
@@ -26,9 +28,11 @@ class CorruptImageError(DatasetError, RuntimeError):
 
 def read_image(path: str) -> Image.Image:
     """Decode ``path`` to the RGB pixels it shows (:func:`~omnireid.data.decode.to_rgb`), or raise
-    :class:`CorruptImageError` naming the file."""
+    :class:`CorruptImageError` naming the file. ``<container>::<member>`` paths are read from a
+    container file (:mod:`omnireid.data.containers`)."""
     try:
-        with Image.open(path) as img:
+        source = io.BytesIO(read_member(path)) if split_member_path(path) else path
+        with Image.open(source) as img:
             return to_rgb(img)
     except DECODE_ERRORS as exc:
         raise CorruptImageError(

@@ -54,6 +54,12 @@ def _cosine(cfg: CfgNode, epoch: int) -> float:
     return eta + (1.0 - eta) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@LR_SCHEDULE_REGISTRY.register("PolyLR")
+def _poly(cfg: CfgNode, epoch: int) -> float:
+    """``(1 - epoch / MAX_EPOCH) ** 2`` (insightface arcface_torch's polynomial decay, per epoch here)."""
+    return max(0.0, 1.0 - epoch / max(cfg.SOLVER.MAX_EPOCH, 1)) ** 2
+
+
 def lr_factor(cfg: CfgNode, iteration: int, iters_per_epoch: int) -> float:
     """The multiplier of each group's base LR at ``iteration``."""
     main = LR_SCHEDULE_REGISTRY.get(cfg.SOLVER.SCHED)
