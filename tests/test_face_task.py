@@ -99,6 +99,9 @@ def test_verification_evaluator_on_known_embeddings(tmp_path):
     assert metrics["Accuracy"] == 100.0 and metrics["Accuracy-std"] == 0.0 and metrics["AUC"] == 100.0
     assert metrics["TAR@FAR=0.001"] == 100.0
     assert (tmp_path / "roc_toy.csv").read_text().startswith("far,tar,threshold\n")
+    from omnireid.evaluation.headline import headline_metric
+
+    assert headline_metric("verification")(metrics) == 100.0
 
 
 def _face_cli_opts(root: str, out: str, *extra: str) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from omnireid.evaluation import EVALUATOR_REGISTRY
 from omnireid.evaluation.base import SampleEvaluator
 from omnireid.evaluation.build import register_protocol
+from omnireid.evaluation.headline import register_headline_metric
 from omnireid.utils import comm
 from omnireid.utils.file_io import atomic_write_text
 
@@ -64,3 +65,9 @@ class VerificationEvaluator(SampleEvaluator):
             lines = ["far,tar,threshold"] + [f"{f:.6g},{t:.6g},{d:.6g}" for f, t, d in zip(far, tar, thresholds)]
             atomic_write_text(os.path.join(self.output_dir, f"roc_{self.name}.csv"), "\n".join(lines) + "\n")
         return result.metrics()
+
+
+@register_headline_metric("verification", name="Accuracy")
+def _verification_headline(metrics: dict[str, float]) -> float:
+    """The 10-fold verification accuracy (percent), the number face papers report."""
+    return metrics["Accuracy"]
