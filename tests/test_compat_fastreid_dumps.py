@@ -26,7 +26,13 @@ from omnireid.config.fastreid import DISTILL_BACKBONE, IGNORED_KEYS, flatten  # 
 from omnireid.engine.setup import setup_cfg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "configs" / "**" / "*.yml"), recursive=True))
+# Face recipes follow FastReID's FastFace project, whose config (``add_face_cfg``: DEPTH "50" strings,
+# FACE.* keys) lives in FastReID's projects/, not in the 1.4.0 package: its reID ``get_cfg`` cannot
+# write their dump. Their FastReID-side loading is covered by tests/test_face_*.py.
+NOT_FASTREID_REID_RECIPES = ("configs/Face/",)
+RECIPES = sorted(
+    path for path in (os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "configs" / "**" / "*.yml"), recursive=True))
+    if not path.startswith(NOT_FASTREID_REID_RECIPES))
 
 # Keys whose value legitimately changes on the way in, with the value omnireid uses.
 TRANSLATED = {"MODEL.DEVICE": {"cuda": "auto"}}
