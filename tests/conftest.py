@@ -70,31 +70,3 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"({', '.join(sorted(set(skipped)))}): {reference.INSTALL_HINT}")
 
 
-# Quarantine, 2026-11-30: these pass when their files run alone but failed in the lead's full-suite run of
-# this wave's merged main (order-dependent or load-dependent; not yet diagnosed). They are skipped with
-# this reason, visibly, until the next session finds the cause; see the closing note of that stop.
-QUARANTINED = {
-    "tests/test_model_baseline.py::test_build_model_with_every_loss[BinaryCrossEntropyLoss]",
-    "tests/test_model_baseline.py::test_build_model_with_every_loss[GroupCrossEntropyLoss]",
-    "tests/test_report.py::test_report_cli_errors_are_one_line_exit_2",
-    "tests/test_serve_api.py::test_auth_is_required_everywhere_but_health",
-    "tests/test_serve_api.py::test_gallery_round_trip",
-    "tests/test_serve_api.py::test_search_results_equal_brute_force",
-    "tests/test_serve_api.py::test_concurrent_requests_are_batched_and_correct",
-    "tests/test_serve_api.py::test_index_cli_build_add_remove_info",
-    "tests/test_serve_api.py::test_index_cli_errors_are_one_line_exit_2",
-    "tests/test_serve_index.py::test_search_equals_brute_force_after_changes[flat-params0]",
-    "tests/test_serve_index.py::test_search_equals_brute_force_after_changes[ivf-params1]",
-    "tests/test_serve_index.py::test_search_equals_brute_force_after_changes[hnsw-params2]",
-    "tests/test_serve_index.py::test_approximate_index_records_its_recall",
-    "tests/test_serve_index.py::test_k_larger_than_gallery_and_empty_results",
-    "tests/test_serve_index.py::test_acknowledged_changes_survive_without_close",
-    "tests/test_tasks_clsret.py::test_classification_trains_saves_class_names_and_distils",
-    "tests/test_tune_cli.py::test_bad_space_file_and_missing_files",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid in QUARANTINED:
-            item.add_marker(pytest.mark.skip(reason="quarantined: fails only in the full-suite order (see conftest)"))

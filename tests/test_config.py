@@ -106,6 +106,8 @@ def test_recipes_load():
     import glob
     import os
 
+    import omnireid.tasks  # noqa: F401  the task recipes' config sections (the CLI imports it the same way)
+
     root = os.path.join(os.path.dirname(__file__), "..", "configs")
     files = glob.glob(os.path.join(root, "**", "*.yml"), recursive=True)
     assert files

@@ -173,3 +173,28 @@ def test_bad_inputs_name_the_problem(tmp_path):
     with pytest.raises(GalleryIndexError, match="already holds an index"):
         GalleryIndex.create(str(tmp_path / "e"), vectors(3), ["x", "y", "z"])
     index.close()
+
+
+def test_search_after_faiss_torch_utils_patched_index_search(tmp_path):
+    """``import faiss.contrib.torch_utils`` (pytorch-metric-learning does it) swaps ``Index.search`` for one
+    without ``params`` in the whole process; searching with removed rows and nprobe must still work.
+    Run in a subprocess: the patch cannot be undone in this one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import faiss.contrib.torch_utils  # noqa: F401
+        import numpy as np
+        from omnireid.serve.index import GalleryIndex
+        g = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+        index = GalleryIndex.create({str(tmp_path / "idx")!r}, g, [f"i{{n}}" for n in range(64)], kind="ivf",
+                                    params={{"nlist": 4, "nprobe": 4}})
+        index.remove(["i0"])
+        hits = index.search(g[:1], k=3)[0]
+        assert [h.id for h in hits][0] != "i0" and len(hits) == 3, hits
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

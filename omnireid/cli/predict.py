@@ -18,6 +18,7 @@ import os
 from typing import Any, Sequence
 
 from omnireid.cli.main import COMMAND_REGISTRY
+from omnireid.utils.errors import MissingFileError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -33,9 +34,9 @@ def list_images(inputs: Sequence[str]) -> list[str]:
         elif os.path.isfile(entry):
             found.append(entry)
         else:
-            raise FileNotFoundError(f"input not found: {entry}")
+            raise MissingFileError(f"input not found: {entry}")
     if not found:
-        raise FileNotFoundError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) under {list(inputs)}")
+        raise MissingFileError(f"no image ({', '.join(IMAGE_EXTENSIONS)}) under {list(inputs)}")
     return found
 
 
@@ -79,11 +80,11 @@ def predict(images: Sequence[str], weights: str, config_file: str | None = None,
     from omnireid.utils.comm import resolve_device
 
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"--weights: checkpoint not found: {weights}")
+        raise MissingFileError(f"--weights: checkpoint not found: {weights}")
     if config_file is None:
         config_file = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml")
         if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"{weights}: pass --config-file, or keep the config.yaml training wrote beside it")
+            raise MissingFileError(f"{weights}: pass --config-file, or keep the config.yaml training wrote beside it")
     for name in outputs:
         if name not in OUTPUT_DECODERS:
             raise ConfigError(f"--outputs: no decoder for {name!r}; known: {', '.join(sorted(OUTPUT_DECODERS.names()))}")

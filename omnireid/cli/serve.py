@@ -17,6 +17,7 @@ import os
 import sys
 
 from omnireid.cli.main import COMMAND_REGISTRY
+from omnireid.utils.errors import MissingFileError
 
 logger = logging.getLogger("omnireid")
 
@@ -31,7 +32,7 @@ def resolve_token(args: argparse.Namespace) -> str | None:
     token = None
     if args.token_file:
         if not os.path.isfile(args.token_file):
-            raise FileNotFoundError(f"--token-file: no such file: {args.token_file}")
+            raise MissingFileError(f"--token-file: no such file: {args.token_file}")
         with open(args.token_file, encoding="utf-8") as f:
             token = f.read().strip()
         if not token:

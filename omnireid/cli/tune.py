@@ -19,6 +19,7 @@ import os
 
 from omnireid.cli.main import COMMAND_REGISTRY, plugin_modules
 from omnireid.cli.train import add_config_arguments
+from omnireid.utils.errors import MissingFileError
 
 
 def _positive_int(text: str) -> int:
@@ -40,7 +41,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if not args.search_space:
         raise ConfigError("--search-space is required: a YAML file of config keys and distributions")
     if not os.path.isfile(args.search_space):
-        raise FileNotFoundError(f"search space file not found: {args.search_space}")
+        raise MissingFileError(f"search space file not found: {args.search_space}")
     with open(args.search_space, encoding="utf-8") as f:
         space_text = f.read()
     settings = TuneSettings(

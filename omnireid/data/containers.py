@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
+from omnireid.utils.errors import MissingFileError
 from omnireid.utils.registry import Registry
 
 IMAGE_CONTAINER_REGISTRY = Registry("image container")
@@ -35,7 +36,7 @@ def _open(container: str, pid: int):
     try:
         opener = IMAGE_CONTAINER_REGISTRY.get(suffix)
     except KeyError as exc:
-        raise FileNotFoundError(f"{container}: no reader for '{suffix}' containers ({exc.args[0]})") from None
+        raise MissingFileError(f"{container}: no reader for '{suffix}' containers ({exc.args[0]})") from None
     return opener(container)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from omnireid.utils.errors import UserError
+from omnireid.utils.errors import MissingFileError, UserError
 from omnireid.utils.file_io import atomic_write_bytes
 
 FEATURES_FORMAT = "omnireid-report-features"
@@ -77,7 +77,7 @@ def save_features(data: ReportInput, path: str) -> None:
 def load_features(path: str) -> ReportInput:
     """Read a features file written by :func:`save_features`."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--features: no such file: {path}")
+        raise MissingFileError(f"--features: no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -18,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from omnireid.data.common import DECODE_ERRORS
 from omnireid.data.decode import to_rgb
 from omnireid.data.transforms import inference_transform
-from omnireid.utils.errors import UserError
+from omnireid.utils.errors import MissingFileError, UserError
 
 # the config keys that decide the test-time transform, stored in the manifest
 PREPROCESS_KEYS = ("INPUT.SIZE_TEST", "INPUT.INTERPOLATION", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE")
@@ -94,7 +94,7 @@ class ImageEncoder:
         from omnireid.inference import Predictor
 
         if not os.path.isfile(artifact):
-            raise FileNotFoundError(f"--artifact: no such file: {artifact}")
+            raise MissingFileError(f"--artifact: no such file: {artifact}")
         kwargs: dict[str, Any] = {}
         if os.path.splitext(artifact)[1].lower() in (".pth", ".pt"):
             kwargs = {"config_file": config_file, "opts": list(opts)}

@@ -105,6 +105,15 @@ class IndexKind(abc.ABC):
         return self.build(vectors, dim)
 
 
+def numpy_search(index, queries: np.ndarray, k: int, params):
+    """``index.search(queries, k, params=params)`` on numpy arrays, whoever imported ``faiss.contrib.torch_utils``.
+
+    That module (imported by pytorch-metric-learning, for one) replaces ``Index.search`` process-wide with a
+    torch-aware wrapper that has no ``params``; faiss keeps the original as ``search_numpy``.
+    """
+    return getattr(index, "search_numpy", index.search)(queries, k, params=params)
+
+
 @INDEX_KINDS.register("flat")
 class FlatKind(IndexKind):
     """Exact inner-product search: every query is compared with every row."""
@@ -378,7 +387,7 @@ class GalleryIndex:
             if live == 0:
                 return [[] for _ in range(len(q))]
             fetch = min(k, live)
-            scores, rows = self._faiss.search(q, fetch, params=self.kind.search_params(self._removed_selector()))
+            scores, rows = numpy_search(self._faiss, q, fetch, self.kind.search_params(self._removed_selector()))
             return [[SearchHit(self._ids[r], float(s), dict(self._metas[r]))
                      for s, r in zip(score_row, row_ids) if r >= 0 and self._ids[r] is not None]
                     for score_row, row_ids in zip(scores, rows)]
@@ -536,7 +545,7 @@ def measure_recall(faiss_index, kind: IndexKind, vectors: np.ndarray, k: int = 1
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, truth = exact.search(q, k + 1)
-    _, found = faiss_index.search(q, k + 1, params=kind.search_params(None))
+    _, found = numpy_search(faiss_index, q, k + 1, kind.search_params(None))
     hits = 0
     for row, t, f in zip(picks, truth, found):
         t_set = [x for x in t if x != row][:k]

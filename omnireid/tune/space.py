@@ -29,6 +29,7 @@ import yaml
 
 from omnireid.config import CfgNode, ConfigError
 from omnireid.config.fastreid import nest
+from omnireid.utils.errors import MissingFileError
 from omnireid.utils.registry import Registry
 
 # distribution name (the YAML key) -> Domain subclass
@@ -340,7 +341,7 @@ class SearchSpace:
 def load_search_space(path: str, cfg: CfgNode) -> SearchSpace:
     """Read and check a search-space YAML file against ``cfg`` (the config the trials start from)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"search space file not found: {path}")
+        raise MissingFileError(f"search space file not found: {path}")
     with open(path, encoding="utf-8") as f:
         try:
             data = yaml.safe_load(f)

@@ -1,52 +1,22 @@
 """Custom data: CSV lists of ``path,pid,camid`` for train, query and gallery."""
 from __future__ import annotations
 
-import csv
-import os
-
 from . import DATASET_REGISTRY
 from .bases import DatasetLayoutError, Item, ReidDataset, parse_int, reid_item
+from .csv_lists import read_csv_list
 
 HEADER = ("path", "pid", "camid")
 
 
 def read_csv_items(path: str) -> list[Item]:
-    """Rows ``path,pid,camid`` (integers for pid and camid), an optional header row, blank lines skipped.
-
-    Relative image paths are resolved against the CSV file's folder. A malformed row is an error naming
-    the file and the line.
-    """
-    if not os.path.isfile(path):
-        raise DatasetLayoutError(f"CustomCSV: list file not found: {path}")
-    folder = os.path.dirname(os.path.abspath(path))
+    """Rows ``path,pid,camid`` (integers for pid and camid); the reading rules of :func:`read_csv_list`."""
     items: list[Item] = []
-    seen_row = False
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                cells = [cell.strip() for cell in row]
-                if not any(cells):
-                    continue
-                where = f"CustomCSV: {path}, line {reader.line_num}"
-                if not seen_row and tuple(c.lower() for c in cells) == HEADER:
-                    seen_row = True
-                    continue
-                seen_row = True
-                if len(cells) != 3:
-                    raise DatasetLayoutError(f"{where}: expected 3 columns 'path,pid,camid', got {len(cells)}: {row!r}")
-                image, pid, camid = cells
-                if not image:
-                    raise DatasetLayoutError(f"{where}: empty image path")
-                labels = {name: parse_int(value) for name, value in (("pid", pid), ("camid", camid))}
-                for name, value in (("pid", pid), ("camid", camid)):
-                    if labels[name] is None:
-                        raise DatasetLayoutError(f"{where}: {name} must be an integer, got {value!r}")
-                image = os.path.expanduser(image)
-                items.append(reid_item(image if os.path.isabs(image) else os.path.join(folder, image), labels["pid"],
-                                       labels["camid"]))
-    except (UnicodeDecodeError, csv.Error) as exc:  # binary file, NUL byte, a field over csv's size limit
-        raise DatasetLayoutError(f"CustomCSV: {path} is not a readable CSV text file: {exc}") from exc
+    for row in read_csv_list(path, "CustomCSV", HEADER)[1]:
+        labels = {name: parse_int(value) for name, value in zip(HEADER[1:], row.cells)}
+        for name, value in zip(HEADER[1:], row.cells):
+            if labels[name] is None:
+                raise DatasetLayoutError(f"{row.where}: {name} must be an integer, got {value!r}")
+        items.append(reid_item(row.image, labels["pid"], labels["camid"]))
     return items
 
 

@@ -31,7 +31,7 @@ from omnireid.modeling.distill import (StageFeatureCapture, ema_update_, feature
 from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses
 from omnireid.modeling.weights import load_weights
-from omnireid.utils.errors import ConfigError
+from omnireid.utils.errors import ConfigError, MissingFileError
 
 from .baseline import Baseline, Batch
 from .registry import META_ARCH_REGISTRY, build_model, training_only_state
@@ -57,7 +57,7 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
 
     for key, path in (("KD.MODEL_CONFIG", config_path), ("KD.MODEL_WEIGHTS", weights_path)):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{key}[{index}]: file {path!r} does not exist")
+            raise MissingFileError(f"{key}[{index}]: file {path!r} does not exist")
     cfg = setup_cfg(config_path)
     teacher_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
     if teacher_classes <= 0:

@@ -25,6 +25,8 @@ import numpy as np
 
 from omnireid.data.datasets import DatasetLayoutError
 
+from omnireid.data.datasets.csv_lists import read_csv_list
+
 from .schema import AttributeGroup, AttributeSchema, EncodedLabels
 
 PA100K_SPLITS = ("train", "val", "test")
@@ -171,36 +173,23 @@ def read_attribute_csv(path: str) -> tuple[AttributeSchema, list[tuple[str, Enco
 
     Relative image paths are resolved against the CSV file's folder; empty cells are unknown labels.
     """
-    if not os.path.isfile(path):
-        raise DatasetLayoutError(f"AttributeCSV: file not found: {path}")
-    folder = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(f), 1) if any(c.strip() for c in row)]
-    if not rows:
-        raise DatasetLayoutError(f"AttributeCSV: {path} is empty; expected a header 'path,attr1,attr2,...'")
-    number, header = rows[0]
-    if header[0].lower() != "path" or len(header) < 2:
-        raise DatasetLayoutError(f"AttributeCSV: {path}, line {number}: the header must be 'path,attr1,attr2,...' "
-                                 f"(categorical: 'name:class1|class2'), got {','.join(header)!r}")
-    columns = [_parse_header_cell(c, f"AttributeCSV: {path}, line {number}") for c in header[1:]]
+    header, rows = read_csv_list(
+        path, "AttributeCSV", header_help="'path,attr1,attr2,...' (categorical: 'name:class1|class2')")
+    where_header = f"AttributeCSV: {path}, header"
+    columns = [_parse_header_cell(c, where_header) for c in header[1:]]
     try:
         schema = AttributeSchema(tuple(n for n, c in columns if c is None),
                                  tuple(AttributeGroup(n, c) for n, c in columns if c is not None))
     except ValueError as exc:
-        raise DatasetLayoutError(f"AttributeCSV: {path}, line {number}: {exc}") from None
+        raise DatasetLayoutError(f"{where_header}: {exc}") from None
     items = []
-    for number, cells in rows[1:]:
-        where = f"AttributeCSV: {path}, line {number}: "
-        if len(cells) != len(header):
-            raise DatasetLayoutError(f"{where}expected {len(header)} columns ({','.join(header)}), got {len(cells)}")
-        if not cells[0]:
-            raise DatasetLayoutError(f"{where}empty image path")
+    for row in rows:
+        where = f"{row.where}: "
         try:
-            labels = schema.encode({name: value for (name, _), value in zip(columns, cells[1:])}, where=where)
+            labels = schema.encode({name: value for (name, _), value in zip(columns, row.cells)}, where=where)
         except ValueError as exc:
             raise DatasetLayoutError(str(exc)) from None
-        image = os.path.expanduser(cells[0])
-        items.append((image if os.path.isabs(image) else os.path.join(folder, image), labels))
+        items.append((row.image, labels))
     return schema, items
 
 

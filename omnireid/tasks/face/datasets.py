@@ -6,7 +6,6 @@ index); :mod:`omnireid.data.containers` reads them through the openers registere
 """
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from omnireid.data.containers import IMAGE_CONTAINER_REGISTRY, member_path
 from omnireid.data.datasets import DATASET_REGISTRY
 from omnireid.data.datasets.bases import DatasetLayoutError, ImageSetDataset, Item, TestSet, datasets_root
+from omnireid.data.datasets.csv_lists import read_csv_list
 
 from .recordio import RecordIOError, RecordIOReader, insightface_labels
 from .verification_bin import read_verification_bin
@@ -91,21 +91,11 @@ class FaceCSV(FaceTrainDataset):
     layout = "  FACE.CSV: rows 'path,identity'"
 
     def __init__(self, csv_path: str) -> None:
-        if not os.path.isfile(csv_path):
-            raise DatasetLayoutError(f"FaceCSV: FACE.CSV file not found: {csv_path}")
-        folder = os.path.dirname(os.path.abspath(csv_path))
         pairs = []
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            for row in reader:
-                cells = [c.strip() for c in row]
-                if not any(cells) or (reader.line_num == 1 and [c.lower() for c in cells] == ["path", "identity"]):
-                    continue
-                if len(cells) != 2 or not cells[0] or not cells[1]:
-                    raise DatasetLayoutError(f"FaceCSV: {csv_path}, line {reader.line_num}: expected 'path,identity', "
-                                             f"got {row!r}")
-                path = os.path.expanduser(cells[0])
-                pairs.append((path if os.path.isabs(path) else os.path.join(folder, path), cells[1]))
+        for row in read_csv_list(csv_path, "FaceCSV", ("path", "identity"))[1]:
+            if not row.cells[0]:
+                raise DatasetLayoutError(f"{row.where}: empty identity")
+            pairs.append((row.image, row.cells[0]))
         super().__init__(*_relabel(pairs, f"FaceCSV: {csv_path}"))
 
     @classmethod

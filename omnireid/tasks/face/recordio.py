@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from omnireid.utils.errors import MissingFileError
 from omnireid.utils.file_io import atomic_write_text
 
 MAGIC = 0xCED7230A
@@ -155,7 +156,7 @@ class RecordIOReader:
         self.idx_path = idx_path or os.path.splitext(rec_path)[0] + ".idx"
         for path in (self.rec_path, self.idx_path):
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"RecordIO file not found: {path}")
+                raise MissingFileError(f"RecordIO file not found: {path}")
         self.index = read_index(self.idx_path)
         self._file: BinaryIO | None = None
         self._pid = -1

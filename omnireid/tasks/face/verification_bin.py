@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 
+from omnireid.utils.errors import MissingFileError
 from omnireid.utils.file_io import atomic_write_bytes
 
 _ALLOWED = (bytes, list, tuple, bool, int)
@@ -51,7 +52,7 @@ def _check_literals(obj: object, path: str, depth: int = 0) -> None:
 def read_verification_bin(path: str) -> tuple[list[bytes], np.ndarray]:
     """``(images, issame)``: 2N encoded images and an ``(N,)`` bool array, without running any pickled code."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"verification set not found: {path}")
+        raise MissingFileError(f"verification set not found: {path}")
     with open(path, "rb") as f:
         try:
             obj = _LiteralUnpickler(f, path).load()
