@@ -39,7 +39,8 @@ def test_market_attribute_dataset_validation_is_carved_from_train_identities(tmp
     reid = tests["Market1501Attr-reid"]
     assert reid.protocol == "reid" and reid.meta["num_query"] == 2
     assert data.metadata() == {"attribute_names": list(MARKET_BINARY),
-                               "attribute_groups": {"age": ["young", "teenager", "adult", "old"]}}
+                               "attribute_groups": {"age": ["young", "teenager", "adult", "old"]},
+                               "attribute_threshold": 0.5}
 
 
 def test_market_attribute_missing_identity_is_an_error(tmp_path):
@@ -138,6 +139,12 @@ def test_evaluator_by_protocol_reports_table_and_csv(tmp_path):
 
 
 def _train(root, out, *opts):
+    result = _run_train(root, out, *opts)
+    with open(os.path.join(out, "metrics.json")) as f:
+        return [json.loads(line) for line in f], result
+
+
+def _run_train(root, out, *opts):
     cmd = [sys.executable, "-m", "omnireid", "train", "--config-file", "configs/Demo/synthetic_attributes_R18.yml",
            "DATASETS.ROOT", root, "OUTPUT_DIR", out, "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCH", "1",
            "TEST.EVAL_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1", "INPUT.SIZE_TRAIN", "[32, 16]",
@@ -145,8 +152,43 @@ def _train(root, out, *opts):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(out, "metrics.json")) as f:
-        return [json.loads(line) for line in f], result
+    return result
+
+
+def test_dataset_metadata_carries_test_thres(synthetic_root):
+    from omnireid.config import setup_cfg
+    from omnireid.data import build_train_loader
+
+    cfg = setup_cfg("configs/Demo/synthetic_attributes_R18.yml",
+                    ["DATASETS.ROOT", synthetic_root, "TEST.THRES", "0.65", "DATALOADER.NUM_WORKERS", "0"])
+    assert SyntheticAttributes.from_config(cfg).metadata()["attribute_threshold"] == 0.65
+    assert build_train_loader(cfg).metadata["attribute_threshold"] == 0.65  # what metadata.json is written from
+    with pytest.raises(ValueError, match=r"TEST.THRES must be in \[0, 1\)"):
+        SyntheticAttributes(synthetic_root, val_fraction=0.0, test_splits=["test"], threshold=1.0)
+
+
+@pytest.mark.slow  # a training and a prediction in subprocesses
+def test_run_metadata_records_test_thres_and_predict_decides_with_it(synthetic_root, tmp_path):
+    """TEST.THRES of the training run reaches metadata.json and the checkpoint, and ``omnireid
+    predict`` calls an attribute positive exactly when its probability exceeds it."""
+    out = tmp_path / "run"
+    _run_train(synthetic_root, str(out), "TEST.THRES", "0.7", "SOLVER.MAX_EPOCH", "0", "SOLVER.MAX_ITER", "2",
+           "TEST.EVAL_PERIOD", "0")
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["attribute_threshold"] == 0.7
+    assert torch.load(out / "model_final.pth", weights_only=True)["metadata"]["attribute_threshold"] == 0.7
+    query = os.path.join(synthetic_root, "Market-1501-v15.09.15", "query")
+    images = sorted(os.listdir(query))[:6]
+    cmd = [sys.executable, "-m", "omnireid", "predict", *[os.path.join(query, n) for n in images], "--weights",
+           str(out / "model_final.pth"), "--output", str(tmp_path / "preds.json")]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads((tmp_path / "preds.json").read_text())
+    assert len(records) == 6
+    for record in records:
+        probabilities = record["attributes"]["probabilities"]
+        assert record["attributes"]["positive"] == [n for n, p in probabilities.items() if p > 0.7]
 
 
 @pytest.mark.slow  # two short trainings in subprocesses

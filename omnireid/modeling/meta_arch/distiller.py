@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 from copy import deepcopy
-from typing import TYPE_CHECKING, Any, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -46,9 +47,11 @@ logger = logging.getLogger(__name__)
 OVERHAUL_NORMALISER = 1000.0
 
 
-def load_teacher(config_path: str, weights_path: str, num_classes: int, index: int = 0) -> nn.Module:
+def load_teacher(config_path: str, weights_path: str, index: int = 0,
+                 check: Callable[["CfgNode", int], None] | None = None) -> nn.Module:
     """Build a teacher from a full omnireid config (typically the teacher run's ``config.yaml``) and load
-    its weights strictly; it is returned frozen and in eval mode.
+    its weights strictly; it is returned frozen and in eval mode. ``check(teacher_cfg, index)`` is the
+    distiller's say on whether this teacher fits its student (raises when it does not).
 
     The teacher is the deployable form of its architecture (``build_model(cfg, deploy=True)``), so a
     teacher that was itself trained as a distiller is its student, its own teachers not needed.
@@ -59,14 +62,8 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
         if not os.path.isfile(path):
             raise MissingFileError(f"{key}[{index}]: file {path!r} does not exist")
     cfg = setup_cfg(config_path)
-    teacher_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
-    if teacher_classes <= 0:
-        raise ValueError(f"KD.MODEL_CONFIG[{index}] {config_path!r} has MODEL.HEADS.NUM_CLASSES "
-                         f"{teacher_classes}: use the teacher run's dumped config.yaml, which records it")
-    if num_classes > 0 and teacher_classes != num_classes:
-        raise ValueError(f"KD.MODEL_CONFIG[{index}] {config_path!r}: the teacher has {teacher_classes} classes but "
-                         f"the student's training data has {num_classes}; teachers and student must be trained "
-                         "on the same identities (same DATASETS.NAMES)")
+    if check is not None:
+        check(cfg, index)
     cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint overwrites every weight; no download/lookup
     cfg.MODEL.DEVICE = "cpu"  # the distiller moves its teachers with the student
     teacher = build_model(cfg, deploy=True)
@@ -79,6 +76,20 @@ def load_teacher(config_path: str, weights_path: str, num_classes: int, index: i
         param.requires_grad_(False)
     logger.info("Loaded teacher %d (%s) from %s", index, cfg.MODEL.META_ARCHITECTURE, weights_path)
     return teacher.eval()
+
+
+def check_same_classes(student_cfg: "CfgNode", teacher_cfg: "CfgNode", index: int) -> None:
+    """A teacher distilled on identity logits has a classifier over the student's identities."""
+    teacher_classes = int(teacher_cfg.MODEL.HEADS.NUM_CLASSES)
+    num_classes = int(student_cfg.MODEL.HEADS.NUM_CLASSES)
+    where = f"KD.MODEL_CONFIG[{index}] {student_cfg.KD.MODEL_CONFIG[index]!r}"
+    if teacher_classes <= 0:
+        raise ConfigError(f"{where} has MODEL.HEADS.NUM_CLASSES {teacher_classes}: use the teacher run's dumped "
+                         "config.yaml, which records it")
+    if num_classes > 0 and teacher_classes != num_classes:
+        raise ConfigError(f"{where}: the teacher has {teacher_classes} classes but the student's training data has "
+                         f"{num_classes}; teachers and student must be trained on the same identities "
+                         "(same DATASETS.NAMES)")
 
 
 @META_ARCH_REGISTRY.register()
@@ -129,16 +140,22 @@ class Distiller(Baseline):
         if len(configs) != len(weights):
             raise ConfigError(f"KD.MODEL_CONFIG has {len(configs)} entries but KD.MODEL_WEIGHTS has {len(weights)}; "
                               "give one weights file per teacher config")
-        num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
         backbone = build_backbone(cfg)
         heads = build_heads(cfg, in_channels=backbone.out_channels)
         # The student is built first and the teachers' (overwritten) random init draws from a forked
         # RNG: the student starts, and the data pipeline runs, exactly as in a run without teachers.
         with torch.random.fork_rng(devices=[]):
-            teachers = [load_teacher(c, w, num_classes, i) for i, (c, w) in enumerate(zip(configs, weights))]
+            teachers = [load_teacher(c, w, i, check=partial(cls.check_teacher_config, cfg))
+                        for i, (c, w) in enumerate(zip(configs, weights))]
         return dict(backbone=backbone, heads=heads, losses=build_losses(cfg), pixel_mean=cfg.MODEL.PIXEL_MEAN,
                     pixel_std=cfg.MODEL.PIXEL_STD, teachers=teachers, temperature=cfg.KD.TEMPERATURE,
                     loss_weight=cfg.KD.LOSS_WEIGHT, ema_momentum=float(cfg.KD.EMA.MOMENTUM) if cfg.KD.EMA.ENABLED else None)
+
+    @classmethod
+    def check_teacher_config(cls, student_cfg: "CfgNode", teacher_cfg: "CfgNode", index: int) -> None:
+        """Raise when teacher ``index`` cannot teach this student; the seam a distiller of other
+        outputs (attribute logits, ...) overrides. Identity-logit KD needs the same classes."""
+        check_same_classes(student_cfg, teacher_cfg, index)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -180,11 +197,11 @@ class Distiller(Baseline):
             self.update_ema_teacher(self.ema_momentum)
 
     # ----------------------------------------------------------------------------------------
-    def student_outputs(self, images: torch.Tensor, targets: torch.Tensor,
+    def student_outputs(self, images: torch.Tensor, targets: torch.Tensor | None,
                         camids: torch.Tensor | None) -> dict[str, Any]:
         return self.forward_outputs(images, targets, camids)
 
-    def teacher_outputs(self, teacher: nn.Module, batch: Batch, targets: torch.Tensor) -> dict[str, Any]:
+    def teacher_outputs(self, teacher: nn.Module, batch: Batch, targets: torch.Tensor | None) -> dict[str, Any]:
         """A teacher's head outputs on the batch, with its own pixel normalisation, without gradients."""
         with torch.no_grad():
             images = teacher.preprocess_image(batch)
@@ -208,7 +225,7 @@ class Distiller(Baseline):
         if not isinstance(batch, dict):
             raise TypeError("training a Distiller needs a batch dict with 'images' and 'targets'")
         images = self.preprocess_image(batch)
-        targets = self.prepare_targets(batch)
+        targets = self.training_targets(batch)
         student = self.student_outputs(images, targets, self.prepare_camids(batch))
         teachers = [self.teacher_outputs(teacher, batch, targets) for teacher in self.teachers]
         losses = self.losses(student, targets, batch)
@@ -256,13 +273,13 @@ class DistillerOverhaul(Distiller):
         return cls(overhaul_weight=cfg.KD.OVERHAUL_WEIGHT, stage_weights=list(cfg.KD.STAGE_WEIGHTS),
                    **cls._arguments_from_config(cfg))
 
-    def student_outputs(self, images: torch.Tensor, targets: torch.Tensor,
+    def student_outputs(self, images: torch.Tensor, targets: torch.Tensor | None,
                         camids: torch.Tensor | None) -> dict[str, Any]:
         with StageFeatureCapture(self.backbone) as capture:
             outputs = self.forward_outputs(images, targets, camids)
         return {**outputs, "stage_features": capture.features}
 
-    def teacher_outputs(self, teacher: nn.Module, batch: Batch, targets: torch.Tensor) -> dict[str, Any]:
+    def teacher_outputs(self, teacher: nn.Module, batch: Batch, targets: torch.Tensor | None) -> dict[str, Any]:
         with StageFeatureCapture(teacher.backbone) as capture:
             outputs = super().teacher_outputs(teacher, batch, targets)
         margins = [overhaul_margins(norm.weight, norm.bias) for norm in stage_output_norms(teacher.backbone)]

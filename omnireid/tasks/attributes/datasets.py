@@ -22,7 +22,7 @@ from omnireid.data.datasets.market1501 import DukeMTMC, Market1501
 
 from .readers import (MARKET_AGE, read_attribute_csv, read_identity_attributes, read_pa100k,
                       read_synthetic_attributes, split_identities)
-from .schema import AttributeSchema, EncodedLabels
+from .schema import DEFAULT_THRESHOLD, THRESHOLD_KEY, AttributeSchema, EncodedLabels, check_threshold
 
 ATTRIBUTE_FIELDS = ("attributes", "attribute_mask", "attribute_groups")
 ATTRIBUTES_PROTOCOL = "attributes"
@@ -42,20 +42,26 @@ def _check_splits(splits: Sequence[str]) -> tuple[str, ...]:
 
 
 class AttributeDataset(ImageSetDataset):
-    """Training items with attribute fields, and ``val`` / ``test`` test sets of protocol ``attributes``."""
+    """Training items with attribute fields, and ``val`` / ``test`` test sets of protocol ``attributes``.
+
+    ``threshold`` (``TEST.THRES``) is the decision threshold of the binary attributes; it joins the
+    training metadata (``attribute_threshold`` in ``metadata.json`` and checkpoints) so ``omnireid
+    predict`` decides as the run's evaluation did.
+    """
 
     fields = ATTRIBUTE_FIELDS
     test_protocol = ATTRIBUTES_PROTOCOL
 
     def __init__(self, schema: AttributeSchema, train: Sequence[dict], tests: dict[str, Sequence[dict]],
-                 extra_tests: Sequence[TestSet] = ()) -> None:
+                 extra_tests: Sequence[TestSet] = (), threshold: float = DEFAULT_THRESHOLD) -> None:
         super().__init__(train)
         self.schema = schema
+        self.threshold = check_threshold(threshold)
         self._tests = {split: list(items) for split, items in tests.items()}
         self._extra_tests = list(extra_tests)
 
     def metadata(self) -> dict[str, Any]:
-        return self.schema.to_metadata()
+        return {**self.schema.to_metadata(), THRESHOLD_KEY: self.threshold}
 
     def test_sets(self) -> list[TestSet]:
         out = [TestSet(self.name if split == "test" else f"{self.name}-{split}", self.test_protocol, items,
@@ -79,7 +85,8 @@ class PA100K(AttributeDataset):
               "    annotation.mat        (or annotation/annotation.mat)\n"
               "    data/000001.jpg ...   (or data/release_data/release_data/000001.jpg ...)")
 
-    def __init__(self, root: str = "datasets", test_splits: Sequence[str] = SPLITS, trainval: bool = False) -> None:
+    def __init__(self, root: str = "datasets", test_splits: Sequence[str] = SPLITS, trainval: bool = False,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         test_splits = _check_splits(test_splits)
         if trainval and "val" in test_splits:
             raise ValueError("PA100K: ATTRIBUTES.TRAINVAL trains on the val split; remove 'val' from "
@@ -95,7 +102,7 @@ class PA100K(AttributeDataset):
         items = {split: [attribute_item(os.path.join(images, name), labels) for name, labels in entries]
                  for split, entries in splits.items()}
         train = items["train"] + (items["val"] if trainval else [])
-        super().__init__(schema, train, {split: items[split] for split in test_splits})
+        super().__init__(schema, train, {split: items[split] for split in test_splits}, threshold=threshold)
 
     @classmethod
     def _image_folder(cls, folder: str, first: str) -> str:
@@ -108,7 +115,7 @@ class PA100K(AttributeDataset):
 
     @classmethod
     def from_config(cls, cfg) -> "PA100K":
-        return cls(datasets_root(cfg), cfg.ATTRIBUTES.TEST_SPLITS, cfg.ATTRIBUTES.TRAINVAL)
+        return cls(datasets_root(cfg), cfg.ATTRIBUTES.TEST_SPLITS, cfg.ATTRIBUTES.TRAINVAL, float(cfg.TEST.THRES))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +131,8 @@ class IdentityAttributeDataset(AttributeDataset, abc.ABC):
     reid_dataset: type = Market1501
 
     def __init__(self, root: str = "datasets", val_fraction: float = 0.1, val_seed: int = 0,
-                 test_splits: Sequence[str] = SPLITS, reid_test: bool = False) -> None:
+                 test_splits: Sequence[str] = SPLITS, reid_test: bool = False,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         test_splits = _check_splits(test_splits)
         folder = self.locate(root)
         schema, labels = self.read_labels(folder)
@@ -140,7 +148,7 @@ class IdentityAttributeDataset(AttributeDataset, abc.ABC):
         if reid_test:
             extra = [TestSet(f"{self.name}-reid", t.protocol, t.items, t.meta) for t in reid.test_sets()]
         super().__init__(schema, [i for i in train if i["targets"] in train_ids],
-                         {split: tests[split] for split in test_splits}, extra)
+                         {split: tests[split] for split in test_splits}, extra, threshold)
 
     @abc.abstractmethod
     def read_labels(self, folder: str) -> tuple[AttributeSchema, dict[str, dict[int, EncodedLabels]]]:
@@ -161,7 +169,8 @@ class IdentityAttributeDataset(AttributeDataset, abc.ABC):
     @classmethod
     def from_config(cls, cfg) -> "IdentityAttributeDataset":
         a = cfg.ATTRIBUTES
-        return cls(datasets_root(cfg), float(a.VAL_FRACTION), int(a.VAL_SEED), a.TEST_SPLITS, bool(a.REID_TEST))
+        return cls(datasets_root(cfg), float(a.VAL_FRACTION), int(a.VAL_SEED), a.TEST_SPLITS, bool(a.REID_TEST),
+                   float(cfg.TEST.THRES))
 
 
 @DATASET_REGISTRY.register()
@@ -221,7 +230,8 @@ class AttributeCSV(AttributeDataset):
 
     layout = "  CSV files 'path,attr1,attr2,...' (ATTRIBUTES.CSV.TRAIN / VAL / TEST)"
 
-    def __init__(self, train_csv: str = "", val_csv: str = "", test_csv: str = "") -> None:
+    def __init__(self, train_csv: str = "", val_csv: str = "", test_csv: str = "",
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
         files = {"train": train_csv, "val": val_csv, "test": test_csv}
         if not any(files.values()):
             raise DatasetLayoutError("AttributeCSV: set ATTRIBUTES.CSV.TRAIN and/or ATTRIBUTES.CSV.TEST (and optionally "
@@ -239,9 +249,9 @@ class AttributeCSV(AttributeDataset):
             schema = file_schema
             items[split] = [attribute_item(p, labels) for p, labels in rows]
         assert schema is not None
-        super().__init__(schema, items["train"], {"val": items["val"], "test": items["test"]})
+        super().__init__(schema, items["train"], {"val": items["val"], "test": items["test"]}, threshold=threshold)
 
     @classmethod
     def from_config(cls, cfg) -> "AttributeCSV":
         files = cfg.ATTRIBUTES.CSV
-        return cls(files.TRAIN, files.VAL, files.TEST)
+        return cls(files.TRAIN, files.VAL, files.TEST, float(cfg.TEST.THRES))

@@ -7,21 +7,19 @@ import torch
 
 from omnireid.inference.decoders import OUTPUT_DECODERS
 
-from .schema import AttributeSchema
-
-DEFAULT_THRESHOLD = 0.5
+from .schema import DEFAULT_THRESHOLD, THRESHOLD_KEY, AttributeSchema, check_threshold
 
 
 @OUTPUT_DECODERS.register("attributes")
 def decode_attributes(values: torch.Tensor, metadata: dict, topk: int = 1) -> list[dict[str, Any]]:
-    """Per image: ``positive`` (binary attributes with p > ``metadata["attribute_threshold"]``, default
-    0.5), ``probabilities`` of every binary attribute, and for each group its most probable class with
+    """Per image: ``positive`` (binary attributes with p > ``metadata["attribute_threshold"]``, the
+    training run's ``TEST.THRES``; 0.5 for metadata written before it was recorded), ``probabilities`` of every binary attribute, and for each group its most probable class with
     that probability (the ``topk`` best classes when ``topk > 1``)."""
     schema = AttributeSchema.from_metadata(metadata)
     if values.dim() != 2 or values.shape[1] != schema.num_outputs:
         raise ValueError(f"the model predicts {tuple(values.shape)[1:]} attribute columns but its metadata "
                          f"describes {schema.num_outputs}")
-    threshold = float(metadata.get("attribute_threshold", DEFAULT_THRESHOLD))
+    threshold = check_threshold(metadata.get(THRESHOLD_KEY, DEFAULT_THRESHOLD), f"metadata {THRESHOLD_KEY!r}")
     rows = []
     for row in values.double().tolist():
         binary = {name: round(p, 6) for name, p in zip(schema.binary, row[:schema.num_binary])}

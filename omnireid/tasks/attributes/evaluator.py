@@ -25,7 +25,7 @@ from omnireid.utils.file_io import atomic_write_text
 
 from .datasets import ATTRIBUTES_PROTOCOL
 from .metrics import AttributeResults, evaluate_attributes
-from .schema import AttributeSchema
+from .schema import DEFAULT_THRESHOLD, AttributeSchema, check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +60,10 @@ def attribute_table_csv(results: AttributeResults) -> str:
 class AttributeEvaluator(SampleEvaluator):
     """Binary attribute metrics at ``TEST.THRES`` and accuracy of the categorical groups."""
 
-    def __init__(self, schema: AttributeSchema, threshold: float = 0.5, name: str = "attributes",
+    def __init__(self, schema: AttributeSchema, threshold: float = DEFAULT_THRESHOLD, name: str = "attributes",
                  output_dir: str | None = None) -> None:
-        if not 0.0 <= threshold < 1.0:
-            raise ValueError(f"TEST.THRES must be in [0, 1), got {threshold}")
         self.schema = schema
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         self.name = name
         self.output_dir = output_dir
         super().__init__()

@@ -20,6 +20,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 UNKNOWN_GROUP = -1  # group label of an image whose class is not annotated
+# Binary attributes are predicted positive when p > threshold (``TEST.THRES``). The training run's
+# threshold travels with the model in metadata.json under THRESHOLD_KEY, so ``omnireid predict``
+# decides as the evaluation did.
+DEFAULT_THRESHOLD = 0.5
+THRESHOLD_KEY = "attribute_threshold"
+
+
+def check_threshold(value: float, where: str = "TEST.THRES") -> float:
+    """``value`` as a float in [0, 1) (p > 1 never holds), else a ConfigError naming ``where``."""
+    from omnireid.utils.errors import ConfigError
+
+    threshold = float(value)
+    if not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"{where} must be in [0, 1) (positive when p > threshold), got {value}")
+    return threshold
 
 
 @dataclass(frozen=True)
