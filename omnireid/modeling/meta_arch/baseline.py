@@ -102,11 +102,6 @@ class Baseline(nn.Module):
             targets = torch.zeros_like(targets)
         return targets
 
-    def training_targets(self, batch: Batch | torch.Tensor) -> torch.Tensor | None:
-        """``prepare_targets`` when the batch has identities/classes; None for data with only other
-        label fields (attributes), which trains the losses declaring ``batch_fields``."""
-        return self.prepare_targets(batch) if not isinstance(batch, dict) or "targets" in batch else None
-
     def forward_outputs(self, images: torch.Tensor, targets: torch.Tensor | None = None,
                         camids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Head outputs for already preprocessed images, whatever the train/eval mode."""
@@ -149,6 +144,7 @@ class Baseline(nn.Module):
     def forward(self, batch: Batch | torch.Tensor) -> dict[str, torch.Tensor]:
         images = self.preprocess_image(batch)
         if self.training:
-            targets = self.training_targets(batch)
+            # data without identities/classes (only other label fields) trains losses declaring batch_fields
+            targets = self.prepare_targets(batch) if not isinstance(batch, dict) or "targets" in batch else None
             return self.losses(self.forward_outputs(images, targets, self.prepare_camids(batch)), targets, batch)
         return self.heads(self.backbone_features(images, self.prepare_camids(batch)))

@@ -225,7 +225,8 @@ class Distiller(Baseline):
         if not isinstance(batch, dict):
             raise TypeError("training a Distiller needs a batch dict with 'images' and 'targets'")
         images = self.preprocess_image(batch)
-        targets = self.training_targets(batch)
+        # data without identities (attributes only) has no targets: losses read their own batch fields
+        targets = self.prepare_targets(batch) if "targets" in batch else None
         student = self.student_outputs(images, targets, self.prepare_camids(batch))
         teachers = [self.teacher_outputs(teacher, batch, targets) for teacher in self.teachers]
         losses = self.losses(student, targets, batch)
