@@ -25,7 +25,7 @@ from omnireid.modeling.heads import build_heads
 from omnireid.modeling.losses import build_losses, required_outputs
 from omnireid.utils.errors import ConfigError
 
-from .baseline import Baseline
+from .image_model import ImageModel
 from .registry import META_ARCH_REGISTRY
 
 if TYPE_CHECKING:
@@ -55,30 +55,20 @@ def split_resnet_style(backbone: nn.Module) -> tuple[nn.Sequential, nn.Sequentia
 
 
 @META_ARCH_REGISTRY.register()
-class MGN(nn.Module):
+class MGN(ImageModel):
     """Three-branch, eight-head reID model; ``forward`` follows docs/design.md like ``Baseline``."""
-
-    # normalisation, targets and the device come from Baseline unchanged
-    device = Baseline.device
-    preprocess_image = Baseline.preprocess_image
-    prepare_targets = Baseline.prepare_targets
 
     def __init__(self, *, backbone: nn.Module, neck1: nn.Module, neck2: nn.Module, neck3: nn.Module,
                  heads: dict[str, nn.Module], losses: Sequence[nn.Module], pixel_mean: Sequence[float],
                  pixel_std: Sequence[float]) -> None:
-        super().__init__()
+        super().__init__(pixel_mean, pixel_std)
         if set(heads) != set(HEAD_NAMES):
             raise ValueError(f"MGN needs heads {HEAD_NAMES}, got {sorted(heads)}")
-        if len(pixel_mean) != len(pixel_std) or any(s <= 0 for s in pixel_std):
-            raise ConfigError(f"MODEL.PIXEL_MEAN ({list(pixel_mean)}) / MODEL.PIXEL_STD ({list(pixel_std)}) must have "
-                              "the same length and positive std")
         self.backbone = backbone
         self.b1, self.b2, self.b3 = neck1, neck2, neck3
         for name in HEAD_NAMES:
             self.add_module(f"{name}_head", heads[name])
         self.loss_modules = nn.ModuleList(losses)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg: "CfgNode") -> "MGN":
