@@ -26,24 +26,39 @@ logger = logging.getLogger("omnireid")
 
 
 class FeatureCollector:
-    """An evaluator that keeps each sample's features, in test-set order (by the batches' ``indices``)."""
+    """An evaluator that keeps each sample's features (and the other model outputs named in ``keep``,
+    e.g. ``attributes``), in test-set order (by the batches' ``indices``)."""
+
+    def __init__(self, keep: tuple[str, ...] = ()) -> None:
+        self.keep = tuple(keep)
 
     def reset(self) -> None:
-        self._features: list[torch.Tensor] = []
+        self._outputs: dict[str, list[torch.Tensor]] = {name: [] for name in ("features", *self.keep)}
         self._indices: list[torch.Tensor] = []
 
     def process(self, batch: dict, outputs) -> None:
-        features = outputs["features"] if isinstance(outputs, dict) else outputs
-        self._features.append(features.detach().float().cpu())
+        outputs = outputs if isinstance(outputs, dict) else {"features": outputs}
+        for name, kept in self._outputs.items():
+            if name not in outputs:
+                raise ValueError(f"the model produced no {name!r} output (it gives {sorted(outputs)}), which the "
+                                 "report of this test set needs")
+            kept.append(outputs[name].detach().float().cpu())
         self._indices.append(torch.as_tensor(batch["indices"]).reshape(-1).cpu())
 
     def evaluate(self) -> dict[str, float]:
         return {}
 
+    def _ordered(self, name: str) -> np.ndarray:
+        values, indices = torch.cat(self._outputs[name]), torch.cat(self._indices)
+        return values[torch.argsort(indices)].numpy()
+
     @property
     def features(self) -> np.ndarray:
-        features, indices = torch.cat(self._features), torch.cat(self._indices)
-        return features[torch.argsort(indices)].numpy()
+        return self._ordered("features")
+
+    @property
+    def outputs(self) -> dict[str, np.ndarray]:
+        return {name: self._ordered(name) for name in self.keep}
 
 
 def _test_sets(cfg, name: str):
@@ -68,7 +83,7 @@ def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
     """Features of every requested test set, computed by the model of the config (and saved)."""
     from omnireid.engine import inference_on_dataset, setup_cfg
     from omnireid.inference import build_model_from_config
-    from omnireid.report import ReportInput, ReportInputError, save_features
+    from omnireid.report import ReportInput, ReportInputError, report_outputs, save_features
     from omnireid.utils.comm import resolve_device
 
     cfg = setup_cfg(args.config_file, args.opts)
@@ -80,10 +95,10 @@ def evaluate_to_inputs(args: argparse.Namespace, output: str) -> list:
     inputs = []
     for dataset_name in args.dataset or list(cfg.DATASETS.TESTS):
         for loader, name, protocol, items, meta in _test_sets(cfg, dataset_name):
-            collector = FeatureCollector()
+            collector = FeatureCollector(keep=report_outputs(protocol))
             inference_on_dataset(model, loader, collector, device, flip=bool(cfg.TEST.FLIP.ENABLED))
             data = ReportInput(name=name, protocol=protocol, features=collector.features, items=items, meta=meta,
-                               metric=cfg.TEST.METRIC)
+                               metric=cfg.TEST.METRIC, outputs=collector.outputs)
             path = os.path.join(output, f"features_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.npz")
             save_features(data, path)
             logger.info("Saved the features of %s to %s", name, path)

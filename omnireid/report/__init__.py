@@ -3,10 +3,10 @@ results, worst queries, filterable rank lists), built per test protocol through 
 
 Needs the ``report`` extra (matplotlib). Every number comes from :mod:`omnireid.evaluation`.
 """
-from . import reid, retrieval  # noqa: F401  (register the reid and retrieval reports)
-from .base import REPORT_PROTOCOLS, ReportOptions, build_report
+from . import attributes, reid, retrieval, verification  # noqa: F401  (register the protocols' reports)
+from .base import REPORT_PROTOCOLS, ReportOptions, build_report, report_outputs
 from .html import Report, Section, Thumbnails
 from .inputs import ReportInput, ReportInputError, load_features, save_features
 
 __all__ = ["REPORT_PROTOCOLS", "Report", "ReportInput", "ReportInputError", "ReportOptions", "Section", "Thumbnails",
-           "build_report", "load_features", "save_features"]
+           "build_report", "load_features", "report_outputs", "save_features"]

@@ -20,6 +20,22 @@ REPORT_PROTOCOLS = Registry("report protocol")
 ReportBuilder = Callable[[ReportInput, "ReportOptions", Thumbnails], Report]
 
 
+def reads_outputs(*names: str) -> Callable[[ReportBuilder], ReportBuilder]:
+    """Declare the model outputs besides ``features`` a builder reads (e.g. ``attributes``), so that
+    ``omnireid report`` keeps them for its protocol (:func:`report_outputs`)."""
+    def mark(builder: ReportBuilder) -> ReportBuilder:
+        builder.outputs = tuple(names)  # type: ignore[attr-defined]
+        return builder
+    return mark
+
+
+def report_outputs(protocol: str) -> tuple[str, ...]:
+    """The model outputs the report of ``protocol`` reads besides ``features`` (none when unregistered)."""
+    if protocol not in REPORT_PROTOCOLS:
+        return ()
+    return tuple(getattr(REPORT_PROTOCOLS.get(protocol), "outputs", ()))
+
+
 @dataclass
 class ReportOptions:
     """How much of the data goes into the page."""

@@ -105,10 +105,10 @@ td:first-child,th:first-child{text-align:left}
 img.plot{max-width:100%;height:auto}.plots{display:flex;flex-wrap:wrap;gap:16px}
 figure.plot{margin:0;width:410px}figure.plot figcaption{font-size:12px;color:#4a5263}
 .filters{font-size:13px;margin:6px 0 10px}.filters label{margin-right:14px}
-.ranklist{display:flex;align-items:flex-start;gap:6px;padding:6px 0;border-top:1px solid #eef1f5}
-.ranklist figure{margin:0;text-align:center;font-size:11px;line-height:1.25}
-.ranklist img{display:block;border:3px solid transparent;border-radius:3px}
-.ranklist .query img{border-color:#2456c6}.ranklist .query{margin-right:10px;min-width:80px}
+.ranklist,.mistakes{display:flex;align-items:flex-start;gap:6px;padding:6px 0;border-top:1px solid #eef1f5}
+.ranklist figure,.mistakes figure{margin:0;text-align:center;font-size:11px;line-height:1.25}
+.ranklist img,.mistakes img{display:block;border:3px solid transparent;border-radius:3px}
+.ranklist .query img{border-color:#2456c6}.ranklist .query,.mistakes .query{margin-right:10px;min-width:80px}
 .hit.match img{border-color:#1a9b4b}.hit.nonmatch img{border-color:#d23c3c}
 .hit.match figcaption{color:#1a9b4b}.hit.nonmatch figcaption{color:#d23c3c}
 .badge{display:inline-block;padding:0 5px;border-radius:3px;color:#fff;font-size:11px}

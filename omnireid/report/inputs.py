@@ -1,9 +1,10 @@
 """What a report is made from: one test set's features, items and protocol, savable as ``.npz``.
 
 A features file holds ``features`` (N, D) float32, ``img_paths`` (N,), one array per item field
-(``field_targets``, ``field_camids``, ...) and ``info``, a JSON string with the test set's
-``name``, ``protocol``, ``meta`` (e.g. ``num_query``) and the distance ``metric``. Loading never
-unpickles (``allow_pickle=False``).
+(``field_targets``, ``field_camids``, ...), one per other model output a protocol's report reads
+(``output_attributes``, ...) and ``info``, a JSON string with the test set's ``name``,
+``protocol``, ``meta`` (e.g. ``num_query``, verification ``pairs``) and the distance ``metric``.
+Loading never unpickles (``allow_pickle=False``).
 """
 from __future__ import annotations
 
@@ -35,12 +36,26 @@ class ReportInput:
     items: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     metric: str = "cosine"
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # other model outputs, one row per item
 
     def __post_init__(self) -> None:
         self.features = np.asarray(self.features, dtype=np.float32)
         if self.features.ndim != 2 or len(self.features) != len(self.items):
             raise ReportInputError(f"{self.name}: {len(self.items)} items but features of shape "
                                    f"{self.features.shape} (expected ({len(self.items)}, D))")
+        self.outputs = {name: np.asarray(values, dtype=np.float32) for name, values in self.outputs.items()}
+        for name, values in self.outputs.items():
+            if values.ndim != 2 or len(values) != len(self.items):
+                raise ReportInputError(f"{self.name}: {len(self.items)} items but model output {name!r} of shape "
+                                       f"{values.shape}")
+
+    def output(self, name: str) -> np.ndarray:
+        """Model output ``name`` (N, K) (an error naming it when the input lacks it)."""
+        if name not in self.outputs:
+            raise ReportInputError(f"{self.name}: the {self.protocol!r} report needs the model output {name!r}; this "
+                                   f"input has {sorted(self.outputs) or 'only features'} (rebuild it with "
+                                   "`omnireid report --config-file ...`)")
+        return self.outputs[name]
 
     def field(self, name: str) -> np.ndarray:
         """The values of item field ``name`` as an array (an error naming the field when items lack it)."""
@@ -66,12 +81,21 @@ def save_features(data: ReportInput, path: str) -> None:
         arrays[f"field_{name}"] = np.asarray(values)
         if arrays[f"field_{name}"].dtype == object:
             raise ReportInputError(f"{data.name}: field {name!r} does not form a regular array")
+    for name, values in data.outputs.items():
+        arrays[f"output_{name}"] = values
     info = {"format": FEATURES_FORMAT, "name": data.name, "protocol": data.protocol, "meta": data.meta,
-            "metric": data.metric, "fields": fields}
-    arrays["info"] = np.asarray(json.dumps(info))
+            "metric": data.metric, "fields": fields, "outputs": sorted(data.outputs)}
+    arrays["info"] = np.asarray(json.dumps(info, default=_plain))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plain(value: Any) -> Any:
+    """NumPy values in test-set metadata (verification pairs, labels) as JSON lists and numbers."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"test-set metadata value of type {type(value).__name__} is not JSON-serialisable")
 
 
 def load_features(path: str) -> ReportInput:
@@ -94,5 +118,6 @@ def load_features(path: str) -> ReportInput:
     for name in info["fields"]:
         for item, value in zip(items, arrays[f"field_{name}"].tolist()):
             item[name] = value
+    outputs = {name: arrays[f"output_{name}"] for name in info.get("outputs", [])}
     return ReportInput(name=info["name"], protocol=info["protocol"], features=arrays["features"], items=items,
-                       meta=info.get("meta", {}), metric=info.get("metric", "cosine"))
+                       meta=info.get("meta", {}), metric=info.get("metric", "cosine"), outputs=outputs)

@@ -65,7 +65,7 @@ class AttributeDataset(ImageSetDataset):
 
     def test_sets(self) -> list[TestSet]:
         out = [TestSet(self.name if split == "test" else f"{self.name}-{split}", self.test_protocol, items,
-                       self.schema.to_metadata())
+                       self.metadata())
                for split, items in self._tests.items() if items]
         return out + self._extra_tests
 
