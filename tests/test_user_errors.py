@@ -207,7 +207,9 @@ CASES: dict[str, Case] = {
     "extract: missing artifact": Case(lambda w, r: ["extract", "--artifact", "m.onnx", "--images", str(w / "none"),
                                                     "--output", str(w / "f.npz")], ("artifact not found: m.onnx",)),
     "data synth: one camera": Case(lambda w, r: ["data", "synth", "--out", str(w / "s"), "--cameras", "1"],
-                                   ("num_cameras must be between 2 and 9",)),
+                                   ("omnireid data synth: error:", "num_cameras must be between 2 and 9")),
+    "index info: no index": Case(lambda w, r: ["index", "info", "--index", str(w / "none")],
+                                 ("omnireid index info: error:",)),
     "demo: missing config": Case(lambda w, r: ["demo", "--config-file", str(w / "none.yml"),
                                                "--data-dir", str(w / "d")], ("demo config not found",)),
 }
@@ -260,7 +262,7 @@ def test_one_line_exit_2(results, name):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-4000:]
     assert "Traceback" not in result.stderr + result.stdout, result.stderr[-4000:]
     assert len(lines) == 1, result.stderr[-4000:]
-    assert re.match(r"omnireid [\w-]+: error: \S", lines[0]), lines[0]
+    assert re.match(r"omnireid [\w-]+( [\w-]+)?: error: \S", lines[0]), lines[0]  # nested: "index build"
     for text in CASES[name].expect:
         assert text in lines[0], f"{text!r} not in {lines[0]!r}"
     assert not (work / "pwned.txt").exists()  # the unsafe checkpoints were never unpickled

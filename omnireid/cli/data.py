@@ -25,7 +25,7 @@ def _synth(args: argparse.Namespace) -> int:
 @COMMAND_REGISTRY.register("data")
 def add_data_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="dataset utilities")
-    actions = parser.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     synth = actions.add_parser(
         "synth", help="write the synthetic person reID dataset (Market-1501 layout, attributes.csv)",
         description="Writes bounding_box_train/, bounding_box_test/, query/ and attributes.csv into --out; "

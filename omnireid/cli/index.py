@@ -174,7 +174,7 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("index", help="build or update a gallery search index", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     build = sub.add_parser("build", help="index a folder of images")
     _add_build_flags(build)

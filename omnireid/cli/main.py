@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         error = as_user_error(exc)
         if error is None:
             raise
-        print(f"omnireid {args.command}: error: {one_line(str(error))}", file=sys.stderr, flush=True)
+        command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # e.g. "index build"
+        print(f"omnireid {command}: error: {one_line(str(error))}", file=sys.stderr, flush=True)
         return 2
 
 
