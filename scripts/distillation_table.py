@@ -1,12 +1,14 @@
 """Regenerate the results table of docs/distillation.md from the commands printed beside it.
 
-    python scripts/distillation_table.py --work-dir WORK [--seeds 0 1 2 3 4] [--write-doc]
+    python scripts/distillation_table.py --work-dir WORK [--seeds 0 1 2 3 4] [--variants ...] [--jobs 2] [--write-doc]
 
 Writes the synthetic data (Market-1501 layout, 150 training / 100 test identities, 4 cameras, seed 0)
 into ``WORK/data``, trains the ResNet-34 teacher once (seed 0), then for every seed the ResNet-18
 student alone and four distillation variants, each with ``omnireid train`` in a subprocess
 (``OMP_NUM_THREADS=1``). Runs whose ``model_final.pth`` exists are not trained again. Prints the
-markdown table (final evaluation of each run, Rank-1 / mAP in %); ``--write-doc`` replaces the
+markdown table (final evaluation of each run, Rank-1 / mAP in %); ``--variants`` picks rows (the student
+alone is always run: every row is compared with it), ``--jobs`` trains that many runs at once after the
+teacher; ``--write-doc`` replaces the
 block between the ``distillation-table`` markers of docs/distillation.md with the commands and the
 table, and says which seeds were run.
 """
@@ -18,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,13 +75,14 @@ def cell(metrics: dict[str, float]) -> str:
     return f"{metrics['Rank-1']:.1f} / {metrics['mAP']:.1f}"
 
 
-def table(work: Path, seeds: list[int]) -> str:
+def table(work: Path, seeds: list[int], variants: list[str]) -> str:
     teacher = final_metrics(run_dir(work, TEACHER[1]))
     head = "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | beats student alone (mAP) |"
     lines = [head, "|---" * (len(seeds) + 3) + "|",
              f"| teacher ResNet-34 ({teacher['iteration']} it, seed 0) | {cell(teacher)} |" + " |" * (len(seeds) + 1)]
     alone = {s: final_metrics(run_dir(work, "student_r18", s)) for s in seeds}
-    for name, (label, _, _) in VARIANTS.items():
+    for name in variants:
+        label = VARIANTS[name][0]
         runs = {s: final_metrics(run_dir(work, name, s)) for s in seeds}
         spread = []
         for key in ("Rank-1", "mAP"):
@@ -90,11 +94,12 @@ def table(work: Path, seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def doc_block(work_label: str, seeds: list[int], rows: str, data_note: str) -> str:
+def doc_block(seeds: list[int], variants: list[str], rows: str, data_note: str) -> str:
     seed_list = " ".join(str(s) for s in seeds)
     commands = [
         "```bash",
-        "python scripts/distillation_table.py --work-dir WORK --seeds " + seed_list + " --write-doc",
+        f"python scripts/distillation_table.py --work-dir WORK --seeds {seed_list} --variants {' '.join(variants)} "
+        "--write-doc",
         "```",
         "",
         "which runs (`WORK` is any folder; `OMP_NUM_THREADS=1`):",
@@ -106,7 +111,8 @@ def doc_block(work_label: str, seeds: list[int], rows: str, data_note: str) -> s
         f"OUTPUT_DIR WORK/runs/{TEACHER[1]}",
         f"for seed in {seed_list}; do",
     ]
-    for name, (_, config, overrides) in VARIANTS.items():
+    for name in variants:
+        _, config, overrides = VARIANTS[name]
         kd = ("KD.MODEL_CONFIG \"['WORK/runs/teacher_r34/config.yaml']\" "
               "KD.MODEL_WEIGHTS \"['WORK/runs/teacher_r34/model_final.pth']\" "
               if "demo-kd" in config and "KD.MODEL_CONFIG" not in overrides else "")
@@ -121,9 +127,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", required=True, type=Path, help="data and runs go here")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="table rows (student_r18 is always included)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings run at once after the teacher")
     parser.add_argument("--write-doc", action="store_true", help="replace the table block of docs/distillation.md")
     args = parser.parse_args()
     work = args.work_dir.resolve()
+    variants = ["student_r18", *(v for v in args.variants if v != "student_r18")]
 
     sys.path.insert(0, str(REPO))
     from omnireid.data.synthetic import write_synthetic_reid
@@ -133,11 +143,13 @@ def main() -> int:
         summary = write_synthetic_reid(str(data), **DATA)
         print(f"wrote {summary.num_query_images} query / {summary.num_gallery_images} gallery images", flush=True)
     train(command(TEACHER[0], run_dir(work, TEACHER[1]), work, 0, []), run_dir(work, TEACHER[1]))
-    for seed in args.seeds:
-        for name, (_, config, overrides) in VARIANTS.items():
-            out = run_dir(work, name, seed)
-            train(command(config, out, work, seed, overrides), out)
-    rows = table(work, args.seeds)
+    runs = [(name, seed) for seed in args.seeds for name in variants]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads only wait for subprocesses
+        futures = [pool.submit(train, command(VARIANTS[name][1], run_dir(work, name, seed), work, seed,
+                                              VARIANTS[name][2]), run_dir(work, name, seed)) for name, seed in runs]
+        for future in futures:
+            future.result()
+    rows = table(work, args.seeds, variants)
     print(rows)
     if args.write_doc:
         from omnireid.data.datasets import build_dataset
@@ -149,7 +161,7 @@ def main() -> int:
                 "the commands above at the version of this file.")
         text = DOC.read_text(encoding="utf-8")
         start, end = text.index(BEGIN), text.index(END) + len(END)
-        DOC.write_text(text[:start] + doc_block(str(work), args.seeds, rows, note) + text[end:], encoding="utf-8")
+        DOC.write_text(text[:start] + doc_block(args.seeds, variants, rows, note) + text[end:], encoding="utf-8")
         print(f"updated {DOC}")
     return 0
 
