@@ -154,3 +154,25 @@ def test_partial_fc_sampling_trains_from_the_cli(face_root, tmp_path):
                                  "FACE.FOLDER", "synthetic_faces/images", "DATASETS.TESTS", "[]")]) == 0
     state = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
     assert state["heads.classifier.weight"].shape == (6, 32)
+
+
+def test_fastface_recipe_trains_circle_loss_through_partial_fc():
+    """configs/Face/fastface_ir50_circle.yml (FastFace's face_base.yml + r50_ir.yml values) builds and
+    takes a training step: CircleSoftmax s=256 m=0.25 on the Partial FC centres, cosine schedule."""
+    import omnireid.tasks  # noqa: F401
+    from omnireid.config import setup_cfg
+    from omnireid.modeling import build_model
+
+    cfg = setup_cfg(os.path.join(os.path.dirname(__file__), "..", "configs", "Face", "fastface_ir50_circle.yml"),
+                    ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.WIDTH_MULT", "0.25", "MODEL.HEADS.NUM_CLASSES", "4",
+                     "MODEL.DEVICE", "cpu"])
+    assert (cfg.MODEL.HEADS.CLS_LAYER, cfg.MODEL.HEADS.SCALE, cfg.MODEL.HEADS.MARGIN) == ("CircleSoftmax", 256.0, 0.25)
+    assert (cfg.SOLVER.SCHED, cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_EPOCH) == (
+        "CosineAnnealingLR", 0.1, 512, 16)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    batch = {"images": torch.randint(0, 255, (4, 3, 112, 112), dtype=torch.uint8), "targets": torch.tensor([0, 1, 2, 3])}
+    losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total.item() > 0
+    total.backward()
