@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "omnireid.cli.serve",
     "omnireid.cli.predict",
     "omnireid.cli.tune",
+    "omnireid.cli.adapt",
 )
 
 

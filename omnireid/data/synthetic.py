@@ -133,6 +133,9 @@ class Camera:
     shear: float  # maximum absolute horizontal shear
     occlusion: str  # none / bottom / pole / side
     occlusion_prob: float
+    light: tuple[float, float] = (0.85, 1.15)  # range of the per-image brightness factor
+    haze: float = 0.0  # fraction of the image replaced by haze_rgb (fog, glare: lower contrast)
+    haze_rgb: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,33 @@ _CAMERA_TEMPLATES = (
          cast=(1.2, 1.15, 1.05), gamma=0.9, scale=(0.70, 0.82), blur=0.0, view_probs=(0.45, 0.35, 0.2),
          shear=0.0, occlusion="pole", occlusion_prob=0.1),
 )
-_BACKGROUNDS = tuple(t["background"] for t in _CAMERA_TEMPLATES)
+# The "shifted" domain (a target for domain adaptation), like another city's camera network: other
+# scenes (night street, snow, wooden wall, station platform), one shared look of its own (warm dusk
+# light, dimmer, hazy, blurrier) and other cameras (smaller people, other viewpoints). Same kinds of
+# people. Its cameras differ from each other less than the source's do: the shift is between domains.
+_DUSK = dict(cast=(1.12, 0.97, 0.78), gamma=1.15, light=(0.7, 0.95), haze=0.12, haze_rgb=(0.75, 0.65, 0.55))
+_SHIFTED_CAMERA_TEMPLATES = (
+    dict(_DUSK, background="night", palette=((0.12, 0.12, 0.20), (0.95, 0.82, 0.45), (0.28, 0.27, 0.30)),
+         scale=(0.68, 0.80), blur=0.6, view_probs=(0.3, 0.3, 0.4), shear=0.0, occlusion="none", occlusion_prob=0.0),
+    dict(_DUSK, background="snow", palette=((0.88, 0.89, 0.92), (0.62, 0.64, 0.70), (0.20, 0.18, 0.16)),
+         scale=(0.70, 0.82), blur=0.0, view_probs=(0.5, 0.2, 0.3), shear=0.08, occlusion="pole",
+         occlusion_prob=0.15),
+    dict(_DUSK, background="planks", palette=((0.55, 0.37, 0.20), (0.35, 0.33, 0.30), (0.20, 0.12, 0.06)),
+         scale=(0.78, 0.90), blur=0.4, view_probs=(0.2, 0.5, 0.3), shear=-0.08, occlusion="side",
+         occlusion_prob=0.2),
+    dict(_DUSK, background="concrete", palette=((0.60, 0.60, 0.58), (0.92, 0.80, 0.10), (0.15, 0.14, 0.13)),
+         scale=(0.72, 0.84), blur=0.9, view_probs=(0.35, 0.35, 0.3), shear=0.0, occlusion="bottom",
+         occlusion_prob=0.2),
+    dict(_DUSK, background="night", palette=((0.20, 0.09, 0.16), (0.95, 0.35, 0.55), (0.22, 0.18, 0.24)),
+         scale=(0.82, 0.94), blur=0.0, view_probs=(0.4, 0.2, 0.4), shear=0.1, occlusion="pole", occlusion_prob=0.1),
+    dict(_DUSK, background="concrete", palette=((0.75, 0.74, 0.70), (0.95, 0.95, 0.95), (0.30, 0.32, 0.35)),
+         scale=(0.68, 0.80), blur=0.7, view_probs=(0.25, 0.5, 0.25), shear=-0.05, occlusion="none",
+         occlusion_prob=0.0),
+)
+# domain name -> camera templates; "source" is the default data (the demo's), "shifted" a target domain
+DOMAINS: MappingProxyType[str, tuple[dict, ...]] = MappingProxyType({
+    "source": _CAMERA_TEMPLATES, "shifted": _SHIFTED_CAMERA_TEMPLATES,
+})
 
 
 @dataclass
@@ -260,11 +289,11 @@ def _sample_identities(rng: np.random.Generator, pids: Sequence[int], split: str
     return out
 
 
-def _make_cameras(rng: np.random.Generator, num_cameras: int) -> list[Camera]:
+def _make_cameras(rng: np.random.Generator, num_cameras: int, templates: Sequence[dict]) -> list[Camera]:
     cameras = []
     for index in range(num_cameras):
-        template = dict(_CAMERA_TEMPLATES[index % len(_CAMERA_TEMPLATES)])
-        if index >= len(_CAMERA_TEMPLATES):  # extra cameras: same scene kinds, new conditions
+        template = dict(templates[index % len(templates)])
+        if index >= len(templates):  # extra cameras: same scene kinds, new conditions
             template["cast"] = tuple(float(c) for c in rng.uniform(0.8, 1.2, 3))
             template["palette"] = tuple(_jitter_rgb(rng, c, 0.2) for c in template["palette"])
             template["gamma"] = float(rng.uniform(0.8, 1.3))
@@ -285,7 +314,7 @@ def _sample_shot(rng: np.random.Generator, filename: str, folder: str, identity:
         scale=float(rng.uniform(*camera.scale)), centre_x=float(rng.uniform(-3.0, 3.0)),
         top_jitter=float(rng.uniform(-3.0, 3.0)), stride=float(rng.uniform(0.0, 0.05)),
         background_shift=(int(rng.integers(0, 64)), int(rng.integers(0, 64))), clutter=tuple(clutter),
-        light=float(rng.uniform(0.85, 1.15)),
+        light=float(rng.uniform(*camera.light)),
         shear=float(camera.shear + rng.uniform(-0.04, 0.04)) if camera.shear else 0.0,
         occluded=bool(rng.random() < camera.occlusion_prob), occluder_pos=float(rng.uniform(0.0, 1.0)),
         junk_crop=(float(rng.uniform(-0.6, 0.6)), float(rng.uniform(1.2, 2.5))),
@@ -296,40 +325,94 @@ def _sample_shot(rng: np.random.Generator, filename: str, folder: str, identity:
 # ---------------------------------------------------------------------------------------------
 # Rendering (pure function of a Shot)
 # ---------------------------------------------------------------------------------------------
+def _brick(yy, xx, shift, c0, c1, c2):
+    row = np.floor(yy / 8)
+    offset = (row % 2) * 8
+    mortar = ((yy % 8) < 1.2) | (((xx + offset) % 16) < 1.2)
+    return np.where(mortar[..., None], c1, c0 * (0.9 + 0.2 * ((row * 7 + np.floor((xx + offset) / 16)) % 3 == 0))[..., None])
+
+
+def _hedge(yy, xx, shift, c0, c1, c2):
+    top = (yy - shift[0]) < IMAGE_HEIGHT * 0.55
+    leaves = 0.75 + 0.5 * (np.sin(xx * 1.7) * np.cos(yy * 1.3) > 0.3)
+    pavement = np.where((((xx + yy * 0.5) % 12) < 1.0)[..., None], c2, c1)
+    return np.where(top[..., None], c0 * leaves[..., None], pavement)
+
+
+def _glass(yy, xx, shift, c0, c1, c2):
+    panel = np.floor(xx / 14) % 2
+    grad = 0.7 + 0.5 * ((yy % 40) / 40.0)
+    frame = (xx % 14) < 1.5
+    return np.where(frame[..., None], c1, np.where((panel == 0)[..., None], c0, c2 * 0.8) * grad[..., None])
+
+
+def _panels(yy, xx, shift, c0, c1, c2):
+    h = IMAGE_HEIGHT
+    floor = (yy - shift[0]) > h * 0.78
+    stripes = 0.85 + 0.2 * ((xx % 10) < 5)
+    img = np.where(floor[..., None], c1 + 0 * xx[..., None], c0 * stripes[..., None])
+    return np.where(((((yy - shift[0]) > h * 0.76) & ((yy - shift[0]) < h * 0.79)))[..., None], c2, img)
+
+
+def _asphalt(yy, xx, shift, c0, c1, c2):
+    lines = ((((xx - yy * 0.6) % 24) < 2.5) & ((yy % 16) < 9))
+    img = np.where(lines[..., None], c1, c0 + 0 * xx[..., None])
+    return np.where((((yy - shift[0]) < IMAGE_HEIGHT * 0.2))[..., None], c2, img)
+
+
+def _tiles(yy, xx, shift, c0, c1, c2):
+    checker = ((np.floor(xx / 9) + np.floor(yy / 9)) % 2) == 0
+    return np.where(checker[..., None], c0, c1 * 0.9)
+
+
+def _night(yy, xx, shift, c0, c1, c2):
+    """A dark facade with lit windows above a dim street."""
+    h = IMAGE_HEIGHT
+    windows = ((xx % 13) > 4) & ((yy % 15) > 6) & ((np.floor(xx / 13) * 5 + np.floor(yy / 15) * 3) % 4 != 0)
+    img = np.where(windows[..., None], c1, c0 + 0 * xx[..., None])
+    return np.where(((yy - shift[0]) > h * 0.7)[..., None], c2, img)
+
+
+def _snow(yy, xx, shift, c0, c1, c2):
+    """Snow-covered ground under a flat sky, with dark tree trunks."""
+    h = IMAGE_HEIGHT
+    ground = (yy - shift[0]) > h * 0.45
+    trunks = ((xx % 23) < 3) & ~ground
+    img = np.where(ground[..., None], c0 * (0.95 + 0.05 * np.sin(xx * 0.3 + yy * 0.2))[..., None], c1 + 0 * xx[..., None])
+    return np.where(trunks[..., None], c2, img)
+
+
+def _planks(yy, xx, shift, c0, c1, c2):
+    """A wooden wall of vertical planks with dark seams."""
+    grain = 0.85 + 0.15 * np.sin(yy * 0.9 + np.floor(xx / 11) * 2.1)
+    img = c0 * grain[..., None]
+    img = np.where(((xx % 11) < 1.3)[..., None], c2, img)
+    return np.where(((yy - shift[0]) > IMAGE_HEIGHT * 0.85)[..., None], c1, img)
+
+
+def _concrete(yy, xx, shift, c0, c1, c2):
+    """A concrete platform with a painted safety line and a dark track bed."""
+    h = IMAGE_HEIGHT
+    y = yy - shift[0]
+    img = c0 * (0.92 + 0.08 * (((xx * 3 + yy * 7) % 17) < 8))[..., None]
+    img = np.where(((y > h * 0.62) & (y < h * 0.66))[..., None], c1, img)
+    return np.where((y < h * 0.12)[..., None], c2, img)
+
+
+# background kind -> painter(yy, xx, shift, c0, c1, c2) of the H x W x 3 scene
+_BACKGROUND_PAINTERS = MappingProxyType({
+    "brick": _brick, "hedge": _hedge, "glass": _glass, "panels": _panels, "asphalt": _asphalt, "tiles": _tiles,
+    "night": _night, "snow": _snow, "planks": _planks, "concrete": _concrete,
+})
+
+
 def _background(camera: Camera, shift: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     h, w = IMAGE_HEIGHT, IMAGE_WIDTH
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yy += shift[0]
     xx += shift[1]
     c0, c1, c2 = (np.asarray(c, dtype=np.float32) for c in camera.palette)
-    kind = camera.background
-    if kind == "brick":
-        row = np.floor(yy / 8)
-        offset = (row % 2) * 8
-        mortar = ((yy % 8) < 1.2) | (((xx + offset) % 16) < 1.2)
-        img = np.where(mortar[..., None], c1, c0 * (0.9 + 0.2 * ((row * 7 + np.floor((xx + offset) / 16)) % 3 == 0))[..., None])
-    elif kind == "hedge":
-        top = (yy - shift[0]) < h * 0.55
-        leaves = 0.75 + 0.5 * (np.sin(xx * 1.7) * np.cos(yy * 1.3) > 0.3)
-        pavement = np.where((((xx + yy * 0.5) % 12) < 1.0)[..., None], c2, c1)
-        img = np.where(top[..., None], c0 * leaves[..., None], pavement)
-    elif kind == "glass":
-        panel = np.floor(xx / 14) % 2
-        grad = 0.7 + 0.5 * ((yy % 40) / 40.0)
-        frame = (xx % 14) < 1.5
-        img = np.where(frame[..., None], c1, np.where((panel == 0)[..., None], c0, c2 * 0.8) * grad[..., None])
-    elif kind == "panels":
-        floor = (yy - shift[0]) > h * 0.78
-        stripes = 0.85 + 0.2 * ((xx % 10) < 5)
-        img = np.where(floor[..., None], c1 + 0 * xx[..., None], c0 * stripes[..., None])
-        img = np.where(((((yy - shift[0]) > h * 0.76) & ((yy - shift[0]) < h * 0.79)))[..., None], c2, img)
-    elif kind == "asphalt":
-        lines = ((((xx - yy * 0.6) % 24) < 2.5) & ((yy % 16) < 9))
-        img = np.where(lines[..., None], c1, c0 + 0 * xx[..., None])
-        img = np.where((((yy - shift[0]) < h * 0.2))[..., None], c2, img)
-    else:  # tiles
-        checker = ((np.floor(xx / 9) + np.floor(yy / 9)) % 2) == 0
-        img = np.where(checker[..., None], c0, c1 * 0.9)
+    img = _BACKGROUND_PAINTERS[camera.background](yy, xx, shift, c0, c1, c2)
     img = img + rng.normal(0.0, 0.03, (h, w, 3)).astype(np.float32)
     return img.astype(np.float32)
 
@@ -506,6 +589,8 @@ def render_shot(shot: Shot) -> bytes:
         img[body] += rng.normal(0.0, 0.025, (int(body.sum()), 3)).astype(np.float32)
     if shot.occluded:
         _apply_occlusion(img, shot)
+    if camera.haze:
+        img = img * (1.0 - camera.haze) + camera.haze * np.asarray(camera.haze_rgb, dtype=np.float32)
 
     # imaging: illumination, colour cast, gamma
     img = np.clip(img * shot.light * np.asarray(camera.cast, dtype=np.float32), 0.0, 1.0) ** camera.gamma
@@ -560,8 +645,13 @@ def _identity_shots(rng: np.random.Generator, identity: Identity, cameras: Seque
 def plan_synthetic_reid(seed: int = 0, num_train_ids: int = 200, num_test_ids: int = 200,
                         num_cameras: int = 6, images_per_camera: tuple[int, int] = (2, 4),
                         queries_per_id: int = 3, num_distractors: int = 100,
-                        num_junk: int = 30) -> tuple[list[Shot], list[Identity]]:
-    """Every image to write (with all random choices made) and every identity, from ``seed``."""
+                        num_junk: int = 30, domain: str = "source") -> tuple[list[Shot], list[Identity]]:
+    """Every image to write (with all random choices made) and every identity, from ``seed``.
+
+    ``domain`` (a :data:`DOMAINS` name) picks the cameras; another domain also draws from another
+    random stream, so its people are not the source's people under other cameras."""
+    if domain not in DOMAINS:
+        raise ConfigError(f"unknown synthetic domain {domain!r}; available: {', '.join(DOMAINS)}")
     if not 2 <= num_cameras <= MAX_CAMERAS:
         raise ConfigError(f"num_cameras must be between 2 and {MAX_CAMERAS} (Market-1501 names hold one "
                           f"camera digit), got {num_cameras}")
@@ -573,8 +663,9 @@ def plan_synthetic_reid(seed: int = 0, num_train_ids: int = 200, num_test_ids: i
         raise ConfigError(f"images_per_camera must be (low, high) with 1 <= low <= high, got {images_per_camera}")
     if queries_per_id < 1:
         raise ConfigError(f"queries_per_id must be at least 1, got {queries_per_id}")
-    rng = np.random.default_rng(seed)
-    cameras = _make_cameras(rng, num_cameras)
+    domain_index = list(DOMAINS).index(domain)
+    rng = np.random.default_rng(seed if domain_index == 0 else (seed, domain_index))
+    cameras = _make_cameras(rng, num_cameras, DOMAINS[domain])
     pids = rng.permutation(np.arange(1, num_train_ids + num_test_ids + 1))
     train_pids = sorted(int(p) for p in pids[:num_train_ids])
     test_pids = sorted(int(p) for p in pids[num_train_ids:])
@@ -624,15 +715,16 @@ def _render_chunk(shots: Sequence[Shot]) -> list[bytes]:
 def write_synthetic_reid(out_dir: str, seed: int = 0, num_train_ids: int = 200, num_test_ids: int = 200,
                          num_cameras: int = 6, images_per_camera: tuple[int, int] = (2, 4),
                          queries_per_id: int = 3, num_distractors: int = 100, num_junk: int = 30,
-                         workers: int = 1) -> SyntheticSummary:
+                         workers: int = 1, domain: str = "source") -> SyntheticSummary:
     """Write the synthetic dataset into ``out_dir`` (Market-1501 layout) and return its counts.
 
     ``out_dir`` becomes the dataset folder itself: point ``DATASETS.ROOT`` at it and use
-    ``DATASETS.NAMES ("Market1501",)``. Existing files of a previous run are overwritten; stray
+    ``DATASETS.NAMES ("Market1501",)``. ``domain="shifted"`` writes the domain-shifted variant (other
+    scenes, illumination and cameras; see :data:`DOMAINS`), a target for domain adaptation. Existing files of a previous run are overwritten; stray
     images in the three image folders are an error (they would silently join the dataset).
     """
     shots, identities = plan_synthetic_reid(seed, num_train_ids, num_test_ids, num_cameras, images_per_camera,
-                                            queries_per_id, num_distractors, num_junk)
+                                            queries_per_id, num_distractors, num_junk, domain)
     planned = {(_output_folder(s), s.filename) for s in shots}
     for folder in ("bounding_box_train", "bounding_box_test", "query"):
         path = os.path.join(out_dir, folder)
@@ -671,7 +763,7 @@ def write_synthetic_reid(out_dir: str, seed: int = 0, num_train_ids: int = 200, 
     with open(os.path.join(out_dir, "README.txt"), "w", encoding="utf-8") as f:
         f.write(
             "omnireid synthetic person re-identification data (Market-1501 layout).\n"
-            f"seed={seed} train_ids={num_train_ids} test_ids={num_test_ids} cameras={num_cameras} "
+            f"domain={domain} seed={seed} train_ids={num_train_ids} test_ids={num_test_ids} cameras={num_cameras} "
             f"images_per_camera={list(images_per_camera)} queries_per_id={queries_per_id} "
             f"distractors={num_distractors} junk={num_junk}\n"
             f"images: train={summary.num_train_images} query={summary.num_query_images} "

@@ -9,7 +9,7 @@ from .features import evaluate_features
 from .query_expansion import average_query_expansion
 from .rank import RankMetrics, evaluate_rank, evaluate_rank_cuhk03, evaluate_rank_metrics
 from .reid_evaluator import ReidEvaluator
-from .rerank import RerankParams, re_ranking, re_ranking_features
+from .rerank import RerankParams, jaccard_distances, re_ranking, re_ranking_features
 from .roc import ROC_FPRS, pair_distances, roc_curve
 from .topk import SEARCH_REGISTRY, RankedLists, evaluate_topk, rank_lists
 
@@ -17,6 +17,6 @@ __all__ = [
     "DISTANCE_REGISTRY", "EVALUATOR_REGISTRY", "PROTOCOL_EVALUATORS", "ROC_FPRS", "SEARCH_REGISTRY", "RankMetrics",
     "RankedLists", "ReidEvaluator", "RerankParams", "SampleEvaluator", "average_query_expansion", "build_evaluator",
     "compute_distance", "evaluator_class", "evaluate_features", "evaluate_rank", "evaluate_rank_cuhk03",
-    "evaluate_rank_metrics", "evaluate_topk", "pair_distances", "rank_lists", "re_ranking", "re_ranking_features",
+    "evaluate_rank_metrics", "evaluate_topk", "jaccard_distances", "pair_distances", "rank_lists", "re_ranking", "re_ranking_features",
     "register_protocol", "roc_curve",
 ]

@@ -13,6 +13,9 @@ all ``N = num_query + num_gallery`` items:
 5. ``jaccard[i, j] = 1 - m / (2 - m)`` with ``m = sum_k min(V[i, k], V[j, k])``;
 6. ``final = jaccard * (1 - lambda) + original * lambda`` for the query x gallery pairs.
 
+:func:`jaccard_distances` gives step 5 among one set of items (every item both query and gallery:
+the clustering distance of pseudo-labelling methods), as a sparse matrix.
+
 Here only the ``max(k1+1, k2)`` nearest neighbours of every item are kept (found block by block;
 from features the N x N matrix is visited by symmetric blocks, so each distance is computed once),
 ``V`` is a sparse CSR matrix, and the Jaccard term is accumulated per query chunk from the
@@ -303,11 +306,17 @@ def _coalesce(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int
 
 
 class SparseReranker:
-    """Builds the sparse V (with local query expansion) once; then Jaccard blocks per query chunk."""
+    """Builds the sparse V (with local query expansion) once; then Jaccard blocks per query chunk.
 
-    def __init__(self, graph: _Graph, params: RerankParams, memory_budget_mb: float = 1024) -> None:
+    Rows of the Jaccard blocks are the graph's queries; columns the items from ``columns_from`` on
+    (default: the gallery; 0: every item, for the Jaccard distance among one set)."""
+
+    def __init__(self, graph: _Graph, params: RerankParams, memory_budget_mb: float = 1024,
+                 columns_from: int | None = None) -> None:
         self.graph, self.params, self.budget = graph, params, memory_budget_mb
         n = graph.num_all
+        self.columns_from = graph.num_query if columns_from is None else columns_from
+        self.num_columns = n - self.columns_from
         k1_width = min(params.k1 + 1, n)
         k2 = min(params.k2, n)
         knn, knn_dist, self.row_max = graph.knn(max(k1_width, k2))
@@ -359,11 +368,12 @@ class SparseReranker:
 
     def _build_lookup(self, rows, cols, values, n):
         nq = self.graph.num_query
-        # query rows in CSR order; gallery rows grouped by column (CSC) with gallery row ascending
+        # query rows in CSR order; column items' rows grouped by column (CSC) with the item ascending
         q_sel = rows < nq
         self.q_rows, self.q_cols, self.q_vals = rows[q_sel], cols[q_sel], values[q_sel]
         self.q_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.bincount(self.q_rows, minlength=nq), 0)])
-        g_rows, g_cols, g_vals = rows[~q_sel] - nq, cols[~q_sel], values[~q_sel]
+        c_sel = rows >= self.columns_from
+        g_rows, g_cols, g_vals = rows[c_sel] - self.columns_from, cols[c_sel], values[c_sel]
         order = torch.sort(g_cols, stable=True).indices
         self.g_rows, self.g_vals = g_rows[order], g_vals[order]
         self.col_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.bincount(g_cols, minlength=n), 0)])
@@ -372,8 +382,8 @@ class SparseReranker:
         self.pairs_per_query = torch.zeros(nq, dtype=torch.int64).index_add_(0, self.q_rows, col_count[self.q_cols])
 
     def min_sum(self, start: int, end: int) -> torch.Tensor:
-        """``m[i, j] = sum_k min(V[i, k], V[j, k])`` for queries ``start..end-1`` and every gallery item."""
-        ng = self.graph.num_gallery
+        """``m[i, j] = sum_k min(V[i, k], V[j, k])`` for queries ``start..end-1`` and every column item."""
+        ng = self.num_columns
         a, b = int(self.q_ptr[start]), int(self.q_ptr[end])
         r, c, v = self.q_rows[a:b] - start, self.q_cols[a:b], self.q_vals[a:b]
         cnt = self.col_ptr[c + 1] - self.col_ptr[c]
@@ -403,7 +413,7 @@ class SparseReranker:
 
     def query_chunks(self) -> Iterator[tuple[int, int]]:
         """Query ranges whose dense block and expanded pairs fit in the memory budget."""
-        ng = self.graph.num_gallery
+        ng = self.num_columns
         budget = self.budget * 2**20
         start, nq = 0, self.graph.num_query
         pairs = self.pairs_per_query.tolist()
@@ -483,3 +493,31 @@ def re_ranking_features(
     graph = FeatureGraph(q, g, m, memory_budget_mb, cache_query_gallery=True)  # the output is dense anyway
     del q, g  # the graph holds its own concatenated copy
     return _dense(graph, RerankParams(k1, k2, lambda_value), memory_budget_mb, num_threads)
+
+
+def jaccard_distances(
+    features: np.ndarray | torch.Tensor,
+    metric: str = "cosine",
+    k1: int = 20,
+    k2: int = 6,
+    memory_budget_mb: float = 1024,
+    num_threads: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-reciprocal Jaccard distances among ``features`` (N, D): step 5 of the re-ranking above with
+    every item both query and gallery (the re-ranked distance with ``lambda = 0``), as a sparse CSR
+    matrix ``(indptr (N+1,), indices, distances)`` holding the pairs whose distance is below 1, the
+    diagonal (0) included; every other pair's distance is exactly 1. Memory: O(N * k) plus one
+    query chunk's dense block, sized by ``memory_budget_mb``."""
+    x, _, m = prepare_pair(features, features[:0], get_metric(metric))
+    graph = FeatureGraph(x, x[:0], m, memory_budget_mb, cache_query_gallery=False)
+    indptr, indices, distances = [np.zeros(1, dtype=np.int64)], [], []
+    with torch_threads(num_threads):
+        reranker = SparseReranker(graph, RerankParams(k1, k2, 0.0), memory_budget_mb, columns_from=0)
+        for start, end in reranker.query_chunks():
+            overlap = reranker.min_sum(start, end).numpy()
+            rows, cols = np.nonzero(overlap > 0)
+            shared = overlap[rows, cols]
+            indices.append(cols.astype(np.int64))
+            distances.append((1.0 - shared / (2.0 - shared)).clip(min=0.0).astype(np.float32))
+            indptr.append(indptr[-1][-1] + np.cumsum(np.bincount(rows, minlength=end - start)))
+    return np.concatenate(indptr), np.concatenate(indices), np.concatenate(distances)
