@@ -14,7 +14,8 @@ import torch
 
 from omnireid.tasks.adaptation.clustering import ClusterParams, cluster_features, clustering_scores, dbscan
 from omnireid.data.datasets import DatasetLayoutError
-from omnireid.tasks.adaptation.datasets import PseudoLabels, SyntheticShifted, pseudo_label_items, write_pseudo_labels
+from omnireid.data.datasets.custom_csv import read_csv_items
+from omnireid.tasks.adaptation.datasets import SyntheticShifted, pseudo_label_items, write_pseudo_labels
 from omnireid.utils.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,13 +99,13 @@ def test_pseudo_label_items_relabel_and_round_trip(tmp_path):
     out = pseudo_label_items(items, np.array([5, -1, 5, 2, 9, -1, 2]))
     assert [(o["img_path"], o["targets"], o["camids"]) for o in out] == [
         ("/d/0.jpg", 0, 0), ("/d/2.jpg", 0, 2), ("/d/3.jpg", 1, 0), ("/d/4.jpg", 2, 1), ("/d/6.jpg", 1, 0)]
-    no_camera = pseudo_label_items([{"img_path": "a.jpg"}, {"img_path": "b.jpg"}], [0, 0])
-    assert no_camera == [{"img_path": "a.jpg", "targets": 0}, {"img_path": "b.jpg", "targets": 0}]
-    path = write_pseudo_labels(str(tmp_path / "labels.csv"), out + [{"img_path": "/d/x.jpg", "targets": 3}])
-    assert PseudoLabels(path).train == out + [{"img_path": "/d/x.jpg", "targets": 3}]
-    (tmp_path / "bad.csv").write_text("img_path,pseudo_label,camid\n/d/0.jpg,zero,1\n")
-    with pytest.raises(DatasetLayoutError, match="bad.csv, line 2"):
-        PseudoLabels(str(tmp_path / "bad.csv"))
+    no_camera = pseudo_label_items([{"img_path": "/a.jpg"}, {"img_path": "/b.jpg"}], [0, 0])
+    assert no_camera == [{"img_path": "/a.jpg", "targets": 0, "camids": 0}, {"img_path": "/b.jpg", "targets": 0, "camids": 0}]
+    # the round's training list, read back by the CustomCSV dataset's reader
+    path = write_pseudo_labels(str(tmp_path / "labels.csv"), out + no_camera)
+    assert read_csv_items(path) == out + [dict(item, targets=0) for item in no_camera]
+    with pytest.raises(DatasetLayoutError, match="cannot be written to a CSV list"):
+        write_pseudo_labels(str(tmp_path / "bad.csv"), [{"img_path": "/d/a,b.jpg", "targets": 0, "camids": 0}])
     with pytest.raises(ValueError, match="3 cluster labels for 2 items"):
         pseudo_label_items(items[:2], [0, 0, 0])
 

@@ -6,7 +6,7 @@ Starting from a source model (``MODEL.WEIGHTS``), each round
    ``inference_on_dataset``, flip TTA as ``TEST.FLIP``),
 2. computes their k-reciprocal Jaccard distances (``omnireid.evaluation.jaccard_distances``, the
    re-ranking code) and clusters them with DBSCAN, outliers dropped,
-3. writes the clusters as identities (``round_<r>/pseudo_labels.csv``, dataset ``PseudoLabels``) and
+3. writes the clusters as identities (``round_<r>/pseudo_labels.csv``, read by dataset ``CustomCSV``) and
    fine-tunes on them with the normal trainer (``TRAINER.NAME``; a fresh classifier per round, the
    rest from the previous round) for ``ADAPT.ITERS_PER_ROUND`` iterations,
 4. evaluates on ``DATASETS.TESTS`` (when it names test sets) and scores the clustering against the
@@ -95,9 +95,9 @@ def round_config(cfg: CfgNode, round_dir: str, pseudo_labels: str, weights: str)
     """The config a round trains with: the pseudo-labelled target, the previous round's weights,
     ``ADAPT.ITERS_PER_ROUND`` iterations; evaluation is done by the adaptation loop after the round."""
     out = cfg.clone().defrost()
-    out.DATASETS.NAMES = ["PseudoLabels"]
+    out.DATASETS.NAMES = ["CustomCSV"]
     out.DATASETS.COMBINEALL = False
-    out.ADAPT.PSEUDO_LABELS = pseudo_labels
+    out.DATASETS.CSV.TRAIN = pseudo_labels
     out.MODEL.WEIGHTS = weights
     out.SOLVER.MAX_ITER = int(cfg.ADAPT.ITERS_PER_ROUND)
     out.TEST.EVAL_PERIOD = 0

@@ -24,5 +24,3 @@ def add_adapt_config(cfg: CN) -> None:
     cfg.ADAPT.K2 = 6  # local query expansion of the Jaccard distance
     cfg.ADAPT.EPS = 0.6  # DBSCAN radius on the Jaccard distance, in (0, 1)
     cfg.ADAPT.MIN_SAMPLES = 4  # DBSCAN: neighbours (itself included) that make a core point
-    # the pseudo-labelled training list the round trains on (dataset PseudoLabels); set by omnireid adapt
-    cfg.ADAPT.PSEUDO_LABELS = ""

@@ -1,18 +1,16 @@
-"""The datasets of domain adaptation: the shifted synthetic target, and the pseudo-labelled target
-training set each adaptation round trains on (a registered dataset, so the normal trainer reads it)."""
+"""The data of domain adaptation: the shifted synthetic target, and the pseudo-labelled target training
+list each adaptation round trains on (read by the registered ``CustomCSV`` dataset, so the normal
+trainer and loader read it as any custom data)."""
 from __future__ import annotations
 
-import csv
-import os
 from typing import Sequence
 
 import numpy as np
 
-from omnireid.data.datasets import DATASET_REGISTRY, DatasetLayoutError, ImageSetDataset, Item
+from omnireid.data.datasets import DATASET_REGISTRY, DatasetLayoutError, Item
+from omnireid.data.datasets.custom_csv import HEADER as CSV_HEADER
 from omnireid.data.datasets.market1501 import Market1501
 from omnireid.utils.file_io import atomic_write_text
-
-PSEUDO_LABEL_COLUMNS = ("img_path", "pseudo_label", "camid")
 
 
 @DATASET_REGISTRY.register()
@@ -32,7 +30,7 @@ class SyntheticShifted(Market1501):
 def pseudo_label_items(items: Sequence[Item], labels: Sequence[int] | np.ndarray) -> list[Item]:
     """Target training items labelled by their cluster: outliers (label < 0) dropped, clusters renumbered
     ``0..C-1`` in order of first appearance; whatever label the items had (``targets``) is not kept, the
-    camera (``camids``) is, when there."""
+    camera (``camids``) is (camera 0 for items without one)."""
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(items),):
         raise ValueError(f"{len(labels)} cluster labels for {len(items)} items")
@@ -42,53 +40,17 @@ def pseudo_label_items(items: Sequence[Item], labels: Sequence[int] | np.ndarray
         if label < 0:
             continue
         target = new_id.setdefault(label, len(new_id))
-        relabelled = {"img_path": item["img_path"], "targets": target}
-        if "camids" in item:
-            relabelled["camids"] = int(item["camids"])
-        out.append(relabelled)
+        out.append({"img_path": item["img_path"], "targets": target, "camids": int(item.get("camids", 0))})
     return out
 
 
 def write_pseudo_labels(path: str, items: Sequence[Item]) -> str:
-    """``items`` (from :func:`pseudo_label_items`) as the CSV :class:`PseudoLabels` reads (atomically)."""
-    rows = [",".join(PSEUDO_LABEL_COLUMNS)]
+    """``items`` (from :func:`pseudo_label_items`) as a ``path,pid,camid`` list (atomically): the
+    training list of the registered ``CustomCSV`` dataset (``DATASETS.CSV.TRAIN``) a round trains on."""
+    rows = [",".join(CSV_HEADER)]
     for item in items:
-        if "," in item["img_path"] or "\n" in item["img_path"]:
+        if any(c in item["img_path"] for c in ',"\n') or item["img_path"] != item["img_path"].strip():
             raise DatasetLayoutError(f"image path {item['img_path']!r} cannot be written to a CSV list")
-        rows.append(f"{item['img_path']},{item['targets']},{item.get('camids', -1)}")
+        rows.append(f"{item['img_path']},{item['targets']},{item['camids']}")
     atomic_write_text(path, "\n".join(rows) + "\n")
     return path
-
-
-@DATASET_REGISTRY.register()
-class PseudoLabels(ImageSetDataset):
-    """The target training images with cluster labels of one adaptation round (``ADAPT.PSEUDO_LABELS``,
-    a CSV ``img_path,pseudo_label,camid`` written by ``omnireid adapt``; camid -1: unknown camera)."""
-
-    fields = ("targets", "camids")
-    layout = "  a CSV file with the header 'img_path,pseudo_label,camid' (camid -1 when unknown)"
-
-    def __init__(self, path: str) -> None:
-        items = []
-        with open(self.require(path), newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or tuple(header) != PSEUDO_LABEL_COLUMNS:
-                raise DatasetLayoutError(f"PseudoLabels: {path}: expected the header "
-                                         f"{','.join(PSEUDO_LABEL_COLUMNS)}, got {header}")
-            for number, row in enumerate(reader, 2):
-                try:
-                    img_path, label, camid = row[0], int(row[1]), int(row[2])
-                except (IndexError, ValueError):
-                    raise self.bad_line(path, number, ",".join(row), "img_path,pseudo_label,camid") from None
-                item = {"img_path": img_path, "targets": label}
-                if camid >= 0:
-                    item["camids"] = camid
-                items.append(item)
-        super().__init__(items)
-
-    @classmethod
-    def from_config(cls, cfg) -> "PseudoLabels":
-        if not cfg.ADAPT.PSEUDO_LABELS:
-            raise DatasetLayoutError("PseudoLabels: ADAPT.PSEUDO_LABELS is empty (omnireid adapt sets it each round)")
-        return cls(os.path.expanduser(cfg.ADAPT.PSEUDO_LABELS))
