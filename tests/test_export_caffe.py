@@ -33,7 +33,7 @@ def test_caffe_parity_through_opencv(recipe, tmp_path):
                           images, source, latency_runs=1)
     parity = report["parity"]
     assert parity["runtime"] == "opencv-caffe"
-    assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
+    assert parity["passed"] and parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
     layers = _layers(tmp_path / "model.prototxt")
     types = [layer.type for layer in layers]
     assert types[0] == "Input" and types[1] == "Scale"  # pixel normalisation is the first layer
@@ -90,7 +90,7 @@ def test_caffe_max_pool_floor_mode_is_cropped(size, tmp_path):
     options = ExportOptions(input_size=size)
     images = torch.randint(0, 256, (3, 3, *size), dtype=torch.uint8)
     report = export_model(Pool(), "caffe", str(tmp_path), options, images)
-    assert report["parity"]["max_abs_diff"] == 0.0
+    assert report["parity"]["outputs"]["features"]["max_abs_diff"] == 0.0
 
 
 def test_caffe_wire_format_uses_official_field_numbers():

@@ -32,13 +32,13 @@ def test_export_onnx_from_checkpoint_and_config(trained):
                  "--format", "onnx", "--output", str(out), "--parity-images", "6", "--latency-runs", "1"])
     assert code == 0
     report = json.loads((out / "export_report.json").read_text())
-    for key in ("format", "input_shape", "opset", "output_name", "parity", "latency_ms", "version", "weights"):
+    for key in ("format", "input_shape", "opset", "output_names", "parity", "latency_ms", "version", "weights"):
         assert key in report, key
-    assert report["format"] == "onnx" and report["output_name"] == "features" and report["weights"] == weights
+    assert report["format"] == "onnx" and report["output_names"] == ["features"] and report["weights"] == weights
     assert report["input_shape"] == ["batch", 3, *INPUT_SIZE] and report["opset"] == 17
     parity = report["parity"]
     assert parity["passed"] and parity["images"] == 6
-    assert parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
+    assert parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
     assert report["latency_ms"]["onnxruntime_ms"] > 0 and report["latency_ms"]["pytorch_eager_ms"] > 0
     # the exported graph carries the checkpoint's weights, not fresh ones
     images = torch.randint(0, 256, (2, 3, *INPUT_SIZE), dtype=torch.uint8)

@@ -31,5 +31,5 @@ def test_mgn_export_parity(format_name, mgn, tmp_path):
     report = export_model(model, format_name, str(tmp_path), ExportOptions(input_size=MGN_SIZE), images, source,
                           latency_runs=1)
     parity = report["parity"]
-    assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
-    assert report["output_shape"][1] == 8 * 512  # eight concatenated head features
+    assert parity["passed"] and parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
+    assert report["output_shapes"]["features"][1] == 8 * 512  # eight concatenated head features

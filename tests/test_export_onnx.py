@@ -28,12 +28,12 @@ def test_onnx_dynamic_batch_parity(recipe, tmp_path):
     report = export_model(model, "onnx", str(tmp_path), ExportOptions(input_size=INPUT_SIZE),
                           images, source, latency_runs=1)
     parity = report["parity"]
-    assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
+    assert parity["passed"] and parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
     assert parity["runtime"] == "onnxruntime" and "synthetic" in parity["source"]
     assert report["input_shape"] == ["batch", 3, *INPUT_SIZE] and report["opset"] == 17
     assert report["version"]["simplifier"].startswith("onnxslim")
     on_disk = json.loads((tmp_path / "export_report.json").read_text())
-    assert on_disk["parity"]["max_abs_diff"] == parity["max_abs_diff"]
+    assert on_disk["parity"]["outputs"]["features"]["max_abs_diff"] == parity["outputs"]["features"]["max_abs_diff"]
 
     proto = onnx.load(str(tmp_path / "model.onnx"))
     onnx.checker.check_model(proto, full_check=True)

@@ -120,8 +120,8 @@ def test_tensorrt_engine_build_and_parity(precision, tmp_path):
     parity = report["parity"]
     assert parity["passed"]
     if precision == "fp32":  # the FP32 build clears TF32, so the FP32 tolerance applies
-        assert parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
+        assert parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
     else:  # reduced precision: aligned features, not bit-level parity
-        assert parity["min_cosine"] >= (0.999 if precision == "fp16" else 0.98)
+        assert parity["outputs"]["features"]["min_cosine"] >= (0.999 if precision == "fp16" else 0.98)
     if precision == "int8":
         assert (tmp_path / "calibration.cache").exists()

@@ -18,7 +18,7 @@ def test_torchscript_parity_and_bn_folding(recipe, tmp_path):
     report = export_model(model, "torchscript", str(tmp_path), ExportOptions(input_size=INPUT_SIZE),
                           images, source, latency_runs=1)
     parity = report["parity"]
-    assert parity["passed"] and parity["max_abs_diff"] <= 1e-3 and parity["min_cosine"] >= 0.9999
+    assert parity["passed"] and parity["outputs"]["features"]["max_abs_diff"] <= 1e-3 and parity["outputs"]["features"]["min_cosine"] >= 0.9999
     # freezing folds every BatchNorm that follows a convolution; left: IBN's BN halves and the BNNeck
     unfoldable = sum(type(m).__name__ == "IBN" for m in model.modules()) + 1
     assert report["version"]["batchnorm_ops_left"] == unfoldable

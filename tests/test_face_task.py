@@ -131,7 +131,7 @@ def test_train_evaluate_export_and_extract_from_the_cli(face_root, tmp_path, cap
           "--output", export_dir, "MODEL.WEIGHTS", os.path.join(out, "model_final.pth")])
     report = json.load(open(os.path.join(export_dir, "export_report.json")))
     # embeddings are compared by direction (the scale of an un-normalised face embedding is arbitrary)
-    assert report["parity"]["min_cosine"] >= 0.9999
+    assert report["parity"]["outputs"]["features"]["min_cosine"] >= 0.9999
     images = os.path.join(face_root, "synthetic_faces", "images", "00000")
     torch_npz, onnx_npz = str(tmp_path / "torch.npz"), str(tmp_path / "onnx.npz")
     assert main(["extract", "--config-file", os.path.join(out, "config.yaml"), "--images", images,

@@ -5,10 +5,17 @@
     omnireid export --config-file F MODEL.WEIGHTS W --format tensorrt --output deploy/trt --fp16 \\
         --min-batch 1 --opt-batch 16 --max-batch 64
 
-Writes the artifact plus ``export_report.json`` (format, input shape, opset/version, output name,
-max |diff| and minimum cosine against PyTorch on real test images, latency). Formats: onnx,
-torchscript, openvino, caffe, tensorrt. ``KEY VALUE`` config overrides may come before or after the
-options.
+    omnireid export --config-file logs/cls/config.yaml MODEL.WEIGHTS logs/cls/model_final.pth \
+        --format onnx --output deploy/cls --outputs logits,features
+
+The artifact's graph outputs are the model's named outputs given by ``--outputs`` (default: what the
+model declares for deployment: ``logits`` for a classifier, ``attributes`` for an attribute model,
+``features`` for reID / face / retrieval). Writes the artifact, ``metadata.json`` (the run's class /
+attribute names, input size, normalisation, output names, attribute threshold) and
+``export_report.json`` (format, input shape, opset/version, output names and shapes, per output
+max |diff| and minimum cosine against PyTorch on real test images and the pass rule, latency).
+Formats: onnx, torchscript, openvino, caffe, tensorrt. ``KEY VALUE`` config overrides may come
+before or after the options.
 """
 from __future__ import annotations
 
@@ -30,6 +37,9 @@ def _add_export_flags(parser: argparse.ArgumentParser, suppress: bool = False) -
     parser.add_argument("--format", default=default(None),
                         help="a registered export format: onnx, torchscript, openvino, caffe, tensorrt")
     parser.add_argument("--output", metavar="DIR", default=default(None), help="folder for the artifact and report")
+    parser.add_argument("--outputs", metavar="NAMES", default=default(""),
+                        help="comma-separated named outputs to export, e.g. logits,features (default: the model's "
+                             "declared deploy outputs)")
     parser.add_argument("--opset", type=int, default=default(None), help="ONNX opset (default EXPORT.OPSET)")
     parser.add_argument("--onnx-exporter", choices=("auto", "dynamo", "legacy"), default=default("auto"),
                         help="torch's ONNX exporter (auto: legacy below opset 18, dynamo from 18)")
@@ -69,7 +79,9 @@ def run_export(args: argparse.Namespace) -> int:
     from omnireid.engine.setup import setup_logging
     from omnireid.export import ExportOptions, export_model
     from omnireid.export.parity import dataset_images
+    from omnireid.inference.metadata import checkpoint_metadata, deployment_metadata
     from omnireid.inference.predictor import build_model_from_config, model_input_size
+    from omnireid.modeling import default_outputs
 
     args = split_trailing_flags(args, _add_export_flags)
     missing = [flag for flag, value in (("--format", args.format), ("--output", args.output)) if not value]
@@ -85,7 +97,11 @@ def run_export(args: argparse.Namespace) -> int:
         raise UnknownNameError(f"--format: {exc}") from None
     setup_logging()
     model, cfg = build_model_from_config(args.config_file, args.opts, device="cpu")
+    outputs = tuple(name.strip() for name in args.outputs.split(",") if name.strip()) or default_outputs(model)
+    if len(set(outputs)) != len(outputs):
+        raise ConfigError(f"--outputs {args.outputs!r} names an output twice")
     options = ExportOptions(
+        outputs=outputs,
         input_size=model_input_size(cfg),
         batch_size=args.batch_size or cfg.EXPORT.BATCH_SIZE,
         dynamic_batch=cfg.EXPORT.DYNAMIC_BATCH and not args.static_batch,
@@ -104,15 +120,22 @@ def run_export(args: argparse.Namespace) -> int:
         images, source = dataset_images(cfg, args.parity_images, split="test")
     extra = {"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS or None,
              "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "backbone": cfg.MODEL.BACKBONE.NAME}
+    run_metadata = checkpoint_metadata(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else {}
     report = export_model(model, args.format, args.output, options, images=images, images_source=source,
-                          latency_runs=args.latency_runs, extra=extra)  # ExportError: a UserError, one line
+                          latency_runs=args.latency_runs, extra=extra,
+                          metadata=deployment_metadata(cfg, run_metadata, outputs))  # ExportError: one line
     parity = report["parity"]
     if parity.get("measured"):
-        logger.info("Parity on %d images (%s): max |diff| %.3g, min cosine %.7f -> %s", parity["images"],
-                    parity["source"], parity["max_abs_diff"], parity["min_cosine"],
-                    "PASSED" if parity["passed"] else "FAILED")
-    logger.info("Wrote %s and export_report.json to %s", report["artifact"], args.output)
-    print(json.dumps({k: report[k] for k in ("format", "artifact", "input_shape", "output_name")}))
+        for name, metrics in parity["outputs"].items():
+            logger.info("Parity of %r on %d images (%s): max |diff| %.3g (max |reference| %.3g), min cosine %.7f "
+                        "-> %s", name, parity["images"], parity["source"], metrics["max_abs_diff"],
+                        metrics["reference_max_abs"], metrics["min_cosine"], "PASSED" if metrics["passed"] else "FAILED")
+        logger.info("Parity rule: %s", parity["rule"])
+    logger.info("Wrote %s, metadata.json and export_report.json to %s", report["artifact"], args.output)
+    summary = {k: report[k] for k in ("format", "artifact", "input_shape", "output_names")}
+    if parity.get("measured"):
+        summary["parity"] = "passed" if parity["passed"] else "FAILED"
+    print(json.dumps(summary))
     return 0 if not parity.get("measured") or parity["passed"] else 1
 
 

@@ -1,12 +1,16 @@
 """``omnireid predict``: images in, readable predictions out (CSV or JSON).
 
     omnireid predict photos/ --weights logs/run/model_final.pth --output predictions.csv --topk 3
+    omnireid predict --artifact deploy/onnx/model.onnx --images photos/ --output predictions.csv
 
-The model comes from a checkpoint and its config (``--config-file``, or the ``config.yaml`` that
-training wrote beside it); what its labels mean from the training-set metadata (``metadata.json``
-beside the checkpoint, else the checkpoint's own copy). Every named output the model gives and a
-decoder exists for (``omnireid.inference.decoders.OUTPUT_DECODERS``: ``logits`` -> class name and
-probability; tasks add more, e.g. ``attributes``) is decoded, or those named by ``--outputs``.
+The model is a checkpoint with its config (``--config-file``, or the ``config.yaml`` that training
+wrote beside it) or an exported artifact (ONNX, TorchScript, OpenVINO, TensorRT, Caffe). What its
+outputs mean comes from the metadata: for a checkpoint, the training-set ``metadata.json`` beside
+it (else the checkpoint's own copy) plus its config; for an artifact, the ``metadata.json`` the
+export wrote beside it (required: class / attribute names, input size, threshold). Both paths resize
+the images the same way (the metadata's ``input``) and decode the same way: every named output the
+model gives and a decoder exists for (``omnireid.inference.decoders.OUTPUT_DECODERS``: ``logits`` ->
+class name and probability; tasks add more, e.g. ``attributes``), or those named by ``--outputs``.
 """
 from __future__ import annotations
 
@@ -40,18 +44,6 @@ def list_images(inputs: Sequence[str]) -> list[str]:
     return found
 
 
-def load_metadata(weights: str) -> dict[str, Any]:
-    """``metadata.json`` beside the checkpoint, else the checkpoint's ``metadata`` entry, else ``{}``."""
-    sibling = os.path.join(os.path.dirname(os.path.abspath(weights)), "metadata.json")
-    if os.path.isfile(sibling):
-        with open(sibling, encoding="utf-8") as f:
-            return json.load(f)
-    from omnireid.utils.file_io import load_checkpoint_file
-
-    checkpoint = load_checkpoint_file(weights)
-    return dict(checkpoint.get("metadata") or {})
-
-
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
     """Nested dicts/lists as ``prefix.key`` / ``prefix.0.key`` CSV columns."""
     if isinstance(value, dict):
@@ -67,49 +59,67 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
     return {prefix: value}
 
 
-def predict(images: Sequence[str], weights: str, config_file: str | None = None, opts: Sequence[str] = (),
+TORCH_SUFFIXES = (".pth", ".pt")
+
+
+def load_predictor(model: str, config_file: str | None = None, opts: Sequence[str] = (),
+                   outputs: Sequence[str] = (), device: str = "auto"):
+    """A ``Predictor`` for a checkpoint (with its config) or an exported artifact, with the metadata
+    predictions are decoded with; an artifact without a usable ``metadata.json`` is an error."""
+    from omnireid.inference import Predictor
+    from omnireid.inference.metadata import MetadataError, beside, read_metadata
+
+    if not os.path.isfile(model):
+        raise MissingFileError(f"model file not found: {model}")
+    if os.path.splitext(model)[1].lower() in TORCH_SUFFIXES:
+        if config_file is None:
+            config_file = os.path.join(os.path.dirname(os.path.abspath(model)), "config.yaml")
+            if not os.path.isfile(config_file):
+                raise MissingFileError(f"{model}: pass --config-file, or keep the config.yaml training wrote beside it")
+        return Predictor.from_artifact(model, config_file=config_file, opts=opts, device=device,
+                                       outputs=list(outputs) or None)
+    if not os.path.isfile(beside(model)):
+        raise MetadataError(f"{beside(model)}: metadata file not found; `omnireid export` writes it beside the "
+                            "artifact (class/attribute names, input size): keep it with the artifact or re-export")
+    read_metadata(beside(model))  # a broken file is reported as itself before the runtime loads
+    return Predictor.from_artifact(model)
+
+
+def predict(images: Sequence[str], model: str, config_file: str | None = None, opts: Sequence[str] = (),
             outputs: Sequence[str] = (), topk: int = 1, batch_size: int = 32, device: str = "auto") -> list[dict]:
-    """One ``{"path": ..., <output>: decoded}`` record per image."""
+    """One ``{"path": ..., <output>: decoded}`` record per image; ``model`` is a checkpoint or an artifact."""
     import torch
 
     from omnireid.config import ConfigError
     from omnireid.data.common import read_image
-    from omnireid.data.transforms import build_transforms
     from omnireid.inference.decoders import OUTPUT_DECODERS
-    from omnireid.inference.predictor import build_model_from_config
-    from omnireid.utils.comm import resolve_device
+    from omnireid.inference.metadata import beside, metadata_transform
 
-    if not os.path.isfile(weights):
-        raise MissingFileError(f"--weights: checkpoint not found: {weights}")
-    if config_file is None:
-        config_file = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml")
-        if not os.path.isfile(config_file):
-            raise MissingFileError(f"{weights}: pass --config-file, or keep the config.yaml training wrote beside it")
     for name in outputs:
         if name not in OUTPUT_DECODERS:
             raise ConfigError(f"--outputs: no decoder for {name!r}; known: {', '.join(sorted(OUTPUT_DECODERS.names()))}")
-    dev = resolve_device(device)
-    model, cfg = build_model_from_config(config_file, opts, weights=weights, device=str(dev))
-    metadata = load_metadata(weights)
-    transform = build_transforms(cfg, is_train=False)
+    predictor = load_predictor(model, config_file, opts, outputs, device)
+    given = predictor.output_names
+    missing = [n for n in outputs if n not in given]
+    if missing:
+        raise ConfigError(f"--outputs {missing}: {model} only gives {given}")
+    names = list(outputs) or [n for n in given if n in OUTPUT_DECODERS]
+    if not names:
+        raise ConfigError(f"the model's outputs {given} have no decoder (known: "
+                          f"{', '.join(sorted(OUTPUT_DECODERS.names()))}); is it a classifier?")
+    metadata = predictor.metadata
+    transform = metadata_transform(metadata, source=model if model.lower().endswith(TORCH_SUFFIXES) else beside(model))
     records: list[dict] = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            paths = images[start : start + batch_size]
-            batch = torch.stack([torch.as_tensor(transform(read_image(p))) for p in paths]).to(dev)
-            produced = model(batch)
-            if isinstance(produced, torch.Tensor):
-                produced = {"features": produced}
-            names = list(outputs) or [n for n in produced if n in OUTPUT_DECODERS]
-            if not names:
-                raise ConfigError(f"the model's outputs {sorted(produced)} have no decoder (known: "
-                                  f"{', '.join(sorted(OUTPUT_DECODERS.names()))}); is it a classifier?")
-            missing = [n for n in names if n not in produced]
-            if missing:
-                raise ConfigError(f"--outputs {missing}: the model only gives {sorted(produced)}")
-            decoded = {n: OUTPUT_DECODERS.get(n)(produced[n].float().cpu(), metadata, topk) for n in names}
-            for i, path in enumerate(paths):
-                records.append({"path": path, **{n: decoded[n][i] for n in names}})
+    for start in range(0, len(images), batch_size):
+        paths = images[start : start + batch_size]
+        batch = torch.stack([torch.as_tensor(transform(read_image(p))) for p in paths])
+        produced = predictor.run(batch)
+        try:
+            decoded = {n: OUTPUT_DECODERS.get(n)(torch.from_numpy(produced[n]), metadata, topk) for n in names}
+        except (KeyError, ValueError) as exc:  # metadata that does not describe these outputs
+            raise ConfigError(f"{model}: its metadata does not fit its outputs: {exc}") from None
+        for i, path in enumerate(paths):
+            records.append({"path": path, **{n: decoded[n][i] for n in names}})
     return records
 
 
@@ -124,10 +134,17 @@ def to_csv(records: list[dict]) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from omnireid.config import ConfigError
     from omnireid.utils.file_io import atomic_write_text
 
-    records = predict(list_images(args.inputs), args.weights, args.config_file or None, args.opts,
-                      [o for o in args.outputs.split(",") if o], args.topk, args.batch_size, args.device)
+    if bool(args.weights) == bool(args.artifact):
+        raise ConfigError("give exactly one of --weights CHECKPOINT and --artifact FILE")
+    inputs = list(args.inputs) + list(args.images)
+    if not inputs:
+        raise ConfigError("no images: give image files / folders, or --images DIR")
+    records = predict(list_images(inputs), args.weights or args.artifact, args.config_file or None, args.opts,
+                      [o.strip() for o in args.outputs.split(",") if o.strip()], args.topk, args.batch_size,
+                      args.device)
     fmt = args.format or ("json" if args.output.lower().endswith(".json") else "csv")
     text = json.dumps(records, indent=1) + "\n" if fmt == "json" else to_csv(records)
     if args.output:
@@ -142,8 +159,11 @@ def run_predict(args: argparse.Namespace) -> int:
 def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("predict", help="decode a trained model's outputs for images (CSV/JSON)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth) of a trained model")
+    parser.add_argument("inputs", nargs="*", help="image files and/or folders (searched recursively)")
+    parser.add_argument("--images", action="append", default=[], metavar="DIR", help="more image files / folders")
+    parser.add_argument("--weights", default="", help="checkpoint (.pth) of a trained model")
+    parser.add_argument("--artifact", default="",
+                        help="an exported model (.onnx, .ts, .xml, .engine, .prototxt) with its metadata.json")
     parser.add_argument("--config-file", default="", help="its config (default: config.yaml beside the checkpoint)")
     parser.add_argument("--outputs", default="", help="comma-separated outputs to decode (default: all decodable)")
     parser.add_argument("--topk", type=int, default=1, help="also list the k best classes (logits)")

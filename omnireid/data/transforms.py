@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -158,6 +158,34 @@ def inference_transform(cfg, size: Sequence[int] | None = None) -> Callable[[Ima
             cfg = cfg.clone().defrost()
             cfg.INPUT.SIZE_TEST = size
     return build_transforms(cfg, is_train=False)
+
+
+# the config keys that decide the test-time transform: what travels with a deployed model
+# (export metadata, serving manifests) so images are prepared the same way without the config
+PREPROCESS_KEYS = ("INPUT.SIZE_TEST", "INPUT.INTERPOLATION", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE")
+
+
+def preprocess_spec(cfg) -> dict[str, Any]:
+    """``{"INPUT.SIZE_TEST": [...], ...}``: the :data:`PREPROCESS_KEYS` values of ``cfg``."""
+    spec = {}
+    for key in PREPROCESS_KEYS:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        spec[key] = list(node) if isinstance(node, (list, tuple)) else node
+    return spec
+
+
+def preprocess_transform(spec: dict[str, Any], size: Sequence[int] | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """The test-time transform a :func:`preprocess_spec` describes (optionally for another input size)."""
+    from omnireid.config import get_cfg
+
+    unknown = sorted(set(spec) - set(PREPROCESS_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown preprocessing keys {unknown}; expected {list(PREPROCESS_KEYS)}")
+    cfg = get_cfg()
+    cfg.merge_from_list([item for key, value in spec.items() for item in (key, value)])
+    return inference_transform(cfg, size)
 
 
 def build_batch_transform(cfg, is_train: bool) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:

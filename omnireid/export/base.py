@@ -1,8 +1,9 @@
 """What every export format shares: options, the deploy-form copy of a model, the exporter registry.
 
-An exporter turns an eval-mode model that maps float ``(N, 3, H, W)`` 0-255 images to ``(N, D)``
-features into a deployable artifact. Pixel normalisation lives inside the model, so it is inside
-every exported graph; callers feed raw pixels.
+An exporter turns an eval-mode model that maps float ``(N, 3, H, W)`` 0-255 images to its named
+outputs (``features`` (N, D), ``logits`` (N, C), ``attributes`` (N, A), ... chosen by
+``ExportOptions.outputs``) into a deployable artifact whose graph outputs carry those names. Pixel
+normalisation lives inside the model, so it is inside every exported graph; callers feed raw pixels.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ EXPORTER_REGISTRY = Registry("export format")
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
-FP32_MAX_ABS_DIFF = 1e-3
+FP32_RELATIVE_MAX_DIFF = 1e-3  # max |diff| <= this * max(1, max |reference|), per output
 FP32_MIN_COSINE = 0.9999
 FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.98
@@ -56,8 +57,11 @@ class ExportOptions:
     opt_batch: int | None = None
     max_batch: int | None = None
     workspace_mb: int = 1024
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)  # the model's named outputs the artifact gives, in order
 
     def __post_init__(self) -> None:
+        if not self.outputs or len(set(self.outputs)) != len(self.outputs) or not all(self.outputs):
+            raise ValueError(f"outputs must be distinct non-empty names, got {list(self.outputs)}")
         height, width = self.input_size
         if height <= 0 or width <= 0:
             raise ValueError(f"input_size must be positive (H, W), got {self.input_size}")
@@ -87,7 +91,7 @@ class ExportedArtifact:
     path: str  # the file a Predictor loads
     files: list[str]
     input_shape: list[int | str]  # "batch" for a dynamic dimension
-    output_name: str = OUTPUT_NAME
+    output_names: list[str] = field(default_factory=lambda: [OUTPUT_NAME])
     input_name: str = INPUT_NAME
     info: dict[str, Any] = field(default_factory=dict)  # versions, opset, precision, ...
 
@@ -106,9 +110,11 @@ class Exporter(abc.ABC):
         return {}
 
     def parity_tolerance(self, options: ExportOptions) -> dict[str, float | None]:
-        """Pass criteria: FP32 artifacts must match to 1e-3 absolute and 0.9999 cosine; formats that
-        reduce precision override this (only the scale-free cosine is meaningful for them)."""
-        return {"max_abs_diff": FP32_MAX_ABS_DIFF, "min_cosine": FP32_MIN_COSINE}
+        """Pass criteria, per output: FP32 artifacts must match to max |diff| <= 1e-3 * max(1, max
+        |reference|) (relative to the output's magnitude: a large un-normalised embedding accumulates
+        proportionally larger float32 rounding) and cosine >= 0.9999; formats that reduce precision
+        override this (only the scale-free cosine is meaningful for them)."""
+        return {"relative_max_abs_diff": FP32_RELATIVE_MAX_DIFF, "min_cosine": FP32_MIN_COSINE}
 
 
 def switch_to_deploy(model: nn.Module) -> list[str]:
@@ -124,28 +130,36 @@ def switch_to_deploy(model: nn.Module) -> list[str]:
     return [name or "<root>" for name, _ in targets]
 
 
-def deploy_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
-    """A CPU float32 eval-mode deep copy in deploy form that returns the embedding (``features``) as a
-    tensor; the caller's model is untouched."""
+def deploy_copy(model: nn.Module, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> tuple[nn.Module, list[str]]:
+    """A CPU float32 eval-mode deep copy in deploy form that returns the named ``outputs`` as a tensor
+    (one name) or a tuple; the caller's model is untouched."""
     from omnireid.modeling.outputs import NamedOutputs
 
-    clone = NamedOutputs(copy.deepcopy(model)).cpu().float().eval()
+    clone = NamedOutputs(copy.deepcopy(model), outputs).cpu().float().eval()
     switched = switch_to_deploy(clone.model)  # module paths as the caller's model names them
     for parameter in clone.parameters():
         parameter.requires_grad_(False)
     return clone, switched
 
 
-def check_feature_model(model: nn.Module, options: ExportOptions) -> int:
-    """Run the model once on the example input; it must return a ``(N, D)`` tensor. Returns D."""
+def check_outputs(model: nn.Module, options: ExportOptions) -> dict[str, int]:
+    """Run the deploy copy once on the example input; each named output must be ``(N, D)``.
+    Returns ``{name: D}``."""
     example = options.example_input(2)
-    with torch.no_grad():
-        out = model(example)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != example.shape[0]:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ExportError(f"export needs a model whose eval forward maps (N, 3, H, W) images to (N, D) features; "
-                          f"{type(model).__name__} returned {shape} for input {tuple(example.shape)}")
-    return int(out.shape[1])
+    try:
+        with torch.no_grad():
+            out = model(example)
+    except KeyError as exc:  # NamedOutputs: a requested output the model does not give
+        raise ExportError(f"--outputs: {exc.args[0]}") from None
+    values = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+    shapes = {}
+    for name, value in zip(options.outputs, values):
+        if not isinstance(value, torch.Tensor) or value.dim() != 2 or value.shape[0] != example.shape[0]:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ExportError(f"export needs outputs of shape (N, D); {type(model).__name__}'s {name!r} is {shape} "
+                              f"for input {tuple(example.shape)}")
+        shapes[name] = int(value.shape[1])
+    return shapes
 
 
 def input_shape(options: ExportOptions) -> list[int | str]:

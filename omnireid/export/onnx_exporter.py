@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import (EXPORTER_REGISTRY, INPUT_NAME, OUTPUT_NAME, ExportedArtifact, ExportError, Exporter,
-                   ExportOptions, input_shape)
+from .base import EXPORTER_REGISTRY, INPUT_NAME, ExportedArtifact, ExportError, Exporter, ExportOptions, input_shape
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +48,16 @@ def _torch_export(model: nn.Module, path: str, options: ExportOptions, exporter:
         # instance norm always uses the input's statistics; the legacy exporter warns about "train=True"
         warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True.*")
         if exporter == "legacy":
-            dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if options.dynamic_batch else None
+            dynamic_axes = ({name: {0: "batch"} for name in (INPUT_NAME, *options.outputs)}
+                            if options.dynamic_batch else None)
             torch.onnx.export(model, (example,), path, dynamo=False, opset_version=options.opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                              input_names=[INPUT_NAME], output_names=list(options.outputs), dynamic_axes=dynamic_axes,
                               do_constant_folding=True)
         else:
             dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if options.dynamic_batch else None
             torch.onnx.export(model, (example,), path, dynamo=True, opset_version=options.opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
+                              input_names=[INPUT_NAME], output_names=list(options.outputs),
+                              dynamic_shapes=dynamic_shapes,
                               external_data=False, verbose=False, optimize=True)
 
 
@@ -98,8 +99,8 @@ def export_onnx(model: nn.Module, path: str, options: ExportOptions) -> dict[str
         proto, tool, note = _simplify(proto)
         onnx.checker.check_model(proto, full_check=True)
     outputs = [o.name for o in proto.graph.output]
-    if outputs != [OUTPUT_NAME]:
-        raise ExportError(f"{path}: expected one output named {OUTPUT_NAME!r}, got {outputs}")
+    if outputs != list(options.outputs):
+        raise ExportError(f"{path}: expected the outputs {list(options.outputs)}, got {outputs}")
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if options.dynamic_batch and not batch_dim.dim_param:
         raise ExportError(f"{path}: the batch dimension became static ({batch_dim.dim_value}) during export")
@@ -116,4 +117,5 @@ class OnnxExporter(Exporter):
     def export(self, model: nn.Module, options: ExportOptions, output_dir: str) -> ExportedArtifact:
         path = os.path.join(output_dir, "model.onnx")
         info = export_onnx(model, path, options)
-        return ExportedArtifact(format=self.name, path=path, files=[path], input_shape=input_shape(options), info=info)
+        return ExportedArtifact(format=self.name, path=path, files=[path], input_shape=input_shape(options),
+                                output_names=list(options.outputs), info=info)

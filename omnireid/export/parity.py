@@ -1,4 +1,4 @@
-"""Proof that an artifact computes the model's features: real images in, max |diff| and cosine out.
+"""Proof that an artifact computes the model's outputs: real images in, max |diff| and cosine per output out.
 
 Parity images come from the configured test set (``DATASETS.TESTS[0]``, query then gallery, spread
 evenly) or, when it is not on disk, from the built-in synthetic reID generator rendered in memory.
@@ -69,6 +69,29 @@ def dataset_images(cfg, count: int = 16, split: str = "test") -> tuple[torch.Ten
                 return load_images(paths, transform), f"{names[0]} {split} set ({len(paths)} images)"
     images = synthetic_images(count)
     return transform_images(images, transform), f"built-in synthetic reID data ({len(images)} images, seed 0)"
+
+
+def compare_outputs(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """:func:`compare_features` of every named output; the artifact must give exactly the reference's names."""
+    if list(reference) != list(candidate):
+        raise ValueError(f"output names differ: reference {list(reference)}, exported {list(candidate)}")
+    return {name: compare_features(reference[name], candidate[name]) for name in reference}
+
+
+def parity_passed(metrics: dict[str, float], tolerance: dict[str, float | None]) -> bool:
+    """The rule :func:`parity_rule` states, applied to one output's :func:`compare_features`."""
+    relative = tolerance.get("relative_max_abs_diff")
+    bound = None if relative is None else relative * max(1.0, metrics["reference_max_abs"])
+    return bool(metrics["min_cosine"] >= tolerance["min_cosine"] and (bound is None or metrics["max_abs_diff"] <= bound))
+
+
+def parity_rule(tolerance: dict[str, float | None]) -> str:
+    """The pass rule in words, for the report and the log."""
+    rule = f"min cosine >= {tolerance['min_cosine']:g}"
+    relative = tolerance.get("relative_max_abs_diff")
+    if relative is not None:
+        rule = f"max |diff| <= {relative:g} * max(1, max |reference|) and " + rule
+    return rule + ", for every output"
 
 
 def compare_features(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:

@@ -189,6 +189,9 @@ def build_engine(onnx_path: str, engine_path: str, options: ExportOptions,
         config.int8_calibrator = calibrator
         config.set_calibration_profile(profile)
         precision = "INT8" + ("+FP16" if options.fp16 else "")
+    names = [network.get_output(i).name for i in range(network.num_outputs)]
+    if names != list(options.outputs):
+        raise ExportError(f"{onnx_path}: TensorRT sees the outputs {names}, expected {list(options.outputs)}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
@@ -218,11 +221,11 @@ class TensorRtExporter(Exporter):
         info["onnx"] = {"opset": onnx_info["opset"], "exporter": onnx_info["exporter"]}
         files = [engine_path, onnx_path] + ([cache_path] if cache_path and os.path.isfile(cache_path) else [])
         return ExportedArtifact(format=self.name, path=engine_path, files=files, input_shape=input_shape(options),
-                                info=info)
+                                output_names=list(options.outputs), info=info)
 
     def parity_tolerance(self, options: ExportOptions) -> dict[str, float | None]:
         if options.int8:
-            return {"max_abs_diff": None, "min_cosine": INT8_MIN_COSINE}
+            return {"relative_max_abs_diff": None, "min_cosine": INT8_MIN_COSINE}
         if options.fp16:
-            return {"max_abs_diff": None, "min_cosine": FP16_MIN_COSINE}
+            return {"relative_max_abs_diff": None, "min_cosine": FP16_MIN_COSINE}
         return super().parity_tolerance(options)

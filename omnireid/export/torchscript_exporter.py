@@ -12,7 +12,7 @@ import warnings
 import torch
 from torch import nn
 
-from .base import EXPORTER_REGISTRY, ExportedArtifact, Exporter, ExportOptions, input_shape
+from .base import EXPORTER_REGISTRY, INPUT_NAME, ExportedArtifact, Exporter, ExportOptions, input_shape
 
 META_FILE = "omnireid.json"
 
@@ -29,9 +29,10 @@ class TorchScriptExporter(Exporter):
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             traced = torch.jit.trace(model, example, check_trace=False)
             frozen = torch.jit.freeze(traced.eval())
-            meta = {"input_shape": input_shape(options), "input_name": "images", "output_name": "features"}
+            meta = {"input_shape": input_shape(options), "input_name": INPUT_NAME, "output_names": list(options.outputs)}
             torch.jit.save(frozen, path, _extra_files={META_FILE: json.dumps(meta)})
         batch_norms = sum(node.kind() == "aten::batch_norm" for node in frozen.graph.nodes())
         info = {"torch": torch.__version__, "method": "torch.jit.trace + torch.jit.freeze",
                 "batchnorm_ops_left": batch_norms}  # those not right after a convolution cannot be folded
-        return ExportedArtifact(format=self.name, path=path, files=[path], input_shape=input_shape(options), info=info)
+        return ExportedArtifact(format=self.name, path=path, files=[path], input_shape=input_shape(options),
+                                output_names=list(options.outputs), info=info)

@@ -3,8 +3,11 @@
 ``Predictor.from_artifact(path)`` loads a PyTorch checkpoint (``.pth``/``.pt``, with its config), a
 TorchScript archive (``.ts``/``.torchscript``), an ONNX model (``.onnx``, ONNX Runtime), an OpenVINO
 IR (``.xml``), a TensorRT engine (``.engine``/``.plan``) or a Caffe model (``.prototxt``/``.caffemodel``,
-run by OpenCV's dnn module); ``predictor(images)`` maps uint8 (or float 0-255) ``(N, 3, H, W)`` RGB
-images to ``(N, D)`` float32 features. Backends with a fixed batch get padded chunks transparently.
+run by OpenCV's dnn module). ``predictor.run(images)`` maps uint8 (or float 0-255) ``(N, 3, H, W)``
+RGB images to the artifact's named outputs (``{"features": (N, D), "logits": (N, C), ...}``, float32);
+``predictor(images)`` is the ``features`` embedding alone. ``predictor.metadata`` is what travels with
+the model (``metadata.json``: class names, attribute names, input size, ...; see :mod:`.metadata`).
+Backends with a fixed batch get padded chunks transparently.
 """
 from __future__ import annotations
 
@@ -43,11 +46,13 @@ class Backend(abc.ABC):
 
     name: ClassVar[str]
     input_shape: list[int | str | None]  # (batch, 3, H, W); a non-int batch is dynamic
+    output_names: list[str]  # the named outputs ``run`` returns, in the artifact's order
     max_batch: int | None = None  # largest batch a dynamic backend accepts (TensorRT profile)
+    metadata: dict[str, Any] | None = None  # set by backends that know it without metadata.json
 
     @abc.abstractmethod
-    def run(self, images: np.ndarray) -> np.ndarray:
-        """Features of a float32 ``(n, 3, H, W)`` batch as float32 ``(n, D)``."""
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The named outputs of a float32 ``(n, 3, H, W)`` batch, each ``(n, ...)``."""
 
     @property
     def fixed_batch(self) -> int | None:
@@ -56,15 +61,23 @@ class Backend(abc.ABC):
 
 
 class Predictor:
-    """``predictor(images) -> features`` on any backend; see the module docstring."""
+    """``predictor.run(images) -> {name: array}``, ``predictor(images) -> features`` on any backend;
+    see the module docstring."""
 
-    def __init__(self, backend: Backend, source: str = "") -> None:
+    def __init__(self, backend: Backend, source: str = "", metadata: dict[str, Any] | None = None) -> None:
         self.backend = backend
         self.source = source
+        self.metadata: dict[str, Any] = dict(metadata or {})
 
     @classmethod
     def from_artifact(cls, path: str, **kwargs: Any) -> "Predictor":
-        """Load ``path`` with the backend registered for its suffix; ``kwargs`` go to that backend."""
+        """Load ``path`` with the backend registered for its suffix; ``kwargs`` go to that backend.
+
+        ``metadata`` comes from the backend (a checkpoint: its run's metadata plus its config's), else
+        from ``metadata.json`` beside the artifact (``{}`` when there is none; a broken one is an error).
+        """
+        from .metadata import beside, read_metadata
+
         if not os.path.exists(path):
             raise MissingFileError(f"artifact not found: {path}")
         suffix = os.path.splitext(path)[1].lower()
@@ -72,7 +85,15 @@ class Predictor:
             known = ", ".join(sorted(PREDICTOR_BACKENDS.names(include_aliases=True)))
             raise ConfigError(f"{path}: unknown artifact type {suffix!r}; known: {known}")
         backend = PREDICTOR_BACKENDS.get(suffix)(path, **kwargs)
-        return cls(backend, source=path)
+        metadata = backend.metadata
+        if metadata is None:
+            sibling = beside(path)
+            metadata = read_metadata(sibling) if os.path.isfile(sibling) else {}
+        return cls(backend, source=path, metadata=metadata)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.backend.output_names)
 
     @property
     def backend_name(self) -> str:
@@ -87,6 +108,14 @@ class Predictor:
         return None
 
     def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The ``features`` embedding of ``images``, float32 ``(N, D)``."""
+        if OUTPUT_NAME not in self.backend.output_names:
+            raise ConfigError(f"{self.source}: the artifact has no {OUTPUT_NAME!r} output (it gives "
+                              f"{self.backend.output_names}); export it with --outputs including {OUTPUT_NAME}")
+        return self.run(images)[OUTPUT_NAME]
+
+    def run(self, images: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        """Every named output of the artifact for ``images``, float32, in the artifact's order."""
         batch = _as_float_batch(images)
         expected = self.input_size
         if expected is not None and tuple(batch.shape[2:]) != expected:
@@ -96,15 +125,21 @@ class Predictor:
             raise ValueError("no images to predict")
         chunk = self.backend.fixed_batch or self.backend.max_batch
         if chunk is None:
-            return np.ascontiguousarray(self.backend.run(batch), dtype=np.float32)
-        outputs = []
+            return self._checked(self.backend.run(batch))
+        parts: list[dict[str, np.ndarray]] = []
         for start in range(0, batch.shape[0], chunk):
             part = batch[start:start + chunk]
             count = part.shape[0]
             if self.backend.fixed_batch and count < chunk:  # pad a static batch with copies of the last image
                 part = np.concatenate([part, np.repeat(part[-1:], chunk - count, axis=0)])
-            outputs.append(self.backend.run(np.ascontiguousarray(part))[:count])
-        return np.ascontiguousarray(np.concatenate(outputs), dtype=np.float32)
+            parts.append({name: value[:count] for name, value in self.backend.run(np.ascontiguousarray(part)).items()})
+        return self._checked({name: np.concatenate([p[name] for p in parts]) for name in parts[0]})
+
+    def _checked(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if list(outputs) != list(self.backend.output_names):
+            raise RuntimeError(f"{self.source}: the backend returned {list(outputs)}, "
+                               f"declared {self.backend.output_names}")
+        return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in outputs.items()}
 
 
 def _as_float_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -158,8 +193,11 @@ class TorchBackend(Backend):
     name = "pytorch"
 
     def __init__(self, path: str, config_file: str | None = None, opts: Sequence[str] = (),
-                 device: str = "auto") -> None:
+                 device: str = "auto", outputs: Sequence[str] | None = None) -> None:
+        """``outputs``: the named outputs to give (default: every output of the model's eval forward)."""
         from omnireid.utils.comm import resolve_device
+
+        from .metadata import checkpoint_metadata, deployment_metadata
 
         self.device = resolve_device(device)
         if config_file is None:
@@ -170,10 +208,21 @@ class TorchBackend(Backend):
             config_file = sibling
         self.model, cfg = build_model_from_config(config_file, opts, weights=path, device=str(self.device))
         self.input_shape = ["batch", 3, *model_input_size(cfg)]
+        produced = self._outputs(torch.zeros(1, 3, *model_input_size(cfg), device=self.device))
+        missing = [name for name in outputs or () if name not in produced]
+        if missing:
+            raise ConfigError(f"{path}: the model has no output {missing}; it gives {sorted(produced)}")
+        self.output_names = list(outputs or produced)
+        self.metadata = deployment_metadata(cfg, checkpoint_metadata(path), self.output_names)
 
     @torch.no_grad()
-    def run(self, images: np.ndarray) -> np.ndarray:
-        return self.model(torch.from_numpy(images).to(self.device))[OUTPUT_NAME].float().cpu().numpy()
+    def _outputs(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        produced = self.model(batch)
+        return {OUTPUT_NAME: produced} if isinstance(produced, torch.Tensor) else produced
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        produced = self._outputs(torch.from_numpy(images).to(self.device))
+        return {name: produced[name].float().cpu().numpy() for name in self.output_names}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,10 +244,13 @@ class TorchScriptBackend(Backend):
             self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra)
         meta = json.loads(extra["omnireid.json"]) if extra["omnireid.json"] else {}
         self.input_shape = meta.get("input_shape", ["batch", 3, None, None])
+        self.output_names = list(meta.get("output_names") or [meta.get("output_name", OUTPUT_NAME)])
 
     @torch.no_grad()
-    def run(self, images: np.ndarray) -> np.ndarray:
-        return self.module(torch.from_numpy(images).to(self.device)).float().cpu().numpy()
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        produced = self.module(torch.from_numpy(images).to(self.device))
+        produced = (produced,) if isinstance(produced, torch.Tensor) else tuple(produced)
+        return {name: value.float().cpu().numpy() for name, value in zip(self.output_names, produced)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -220,9 +272,10 @@ class OnnxRuntimeBackend(Backend):
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
         self.input_shape = [d if isinstance(d, int) else "batch" for d in meta.shape]
+        self.output_names = [output.name for output in self.session.get_outputs()]
 
-    def run(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: images})[0]
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: images})))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,11 +301,12 @@ class OpenVinoBackend(Backend):
         self.compiled = core.compile_model(path, device_name, config)
         shape = self.compiled.inputs[0].get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else "batch" for d in shape]
+        self.output_names = [output.get_any_name() for output in self.compiled.outputs]
         self.request = self.compiled.create_infer_request()
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         result = self.request.infer({0: images})
-        return np.array(result[self.compiled.outputs[0]])
+        return {name: np.array(result[output]) for name, output in zip(self.output_names, self.compiled.outputs)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,11 +314,16 @@ class OpenVinoBackend(Backend):
 # ------------------------------------------------------------------------------------------------
 @register_backend(".prototxt", ".caffemodel")
 class OpenCvCaffeBackend(Backend):
-    """A ``.prototxt`` + ``.caffemodel`` pair with the same stem, run by ``cv2.dnn``."""
+    """A ``.prototxt`` + ``.caffemodel`` pair with the same stem, run by ``cv2.dnn``.
+
+    Caffe nets name no outputs: ``output_names`` (the blobs to read) default to the exporter's
+    ``metadata.json`` beside the files, else ``["features"]``."""
 
     name = "opencv-caffe"
 
-    def __init__(self, path: str, output_name: str = OUTPUT_NAME) -> None:
+    def __init__(self, path: str, output_names: Sequence[str] | None = None) -> None:
+        from .metadata import beside, read_metadata
+
         try:
             import cv2
         except ImportError as exc:
@@ -279,13 +338,16 @@ class OpenCvCaffeBackend(Backend):
             if not os.path.isfile(file):
                 raise MissingFileError(f"Caffe model file missing: {file}")
         self.net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
-        self.output_name = output_name
+        if not output_names:
+            sibling = beside(path)
+            output_names = read_metadata(sibling).get("output_names") if os.path.isfile(sibling) else None
+        self.output_names = list(output_names or [OUTPUT_NAME])
         self.input_shape = _caffe_input_shape(prototxt)
 
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self.net.setInput(images)
-        out = self.net.forward(self.output_name)
-        return out.reshape(out.shape[0], -1)
+        produced = self.net.forward(self.output_names)
+        return {name: out.reshape(out.shape[0], -1) for name, out in zip(self.output_names, produced)}
 
 
 def _caffe_input_shape(prototxt: str) -> list[int | str | None]:
@@ -339,14 +401,16 @@ class TensorRtBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise RuntimeError(f"{path}: expected one input and one output tensor, got {inputs} -> {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
+        if len(inputs) != 1 or not outputs:
+            raise RuntimeError(f"{path}: expected one input and at least one output tensor, got {inputs} -> {outputs}")
+        self.input_name, self.output_names = inputs[0], outputs
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
-        output_type = self.engine.get_tensor_dtype(self.output_name)
-        if output_type not in dtypes:
-            raise RuntimeError(f"{path}: unsupported output type {output_type} (expected FLOAT or HALF)")
-        self.output_dtype = dtypes[output_type]
+        self.output_dtypes = {}
+        for name in outputs:
+            output_type = self.engine.get_tensor_dtype(name)
+            if output_type not in dtypes:
+                raise RuntimeError(f"{path}: output {name!r} has unsupported type {output_type} (expected FLOAT or HALF)")
+            self.output_dtypes[name] = dtypes[output_type]
         shape = list(self.engine.get_tensor_shape(self.input_name))
         self.input_shape = ["batch" if d < 0 else int(d) for d in shape]
         if shape[0] < 0:
@@ -354,15 +418,17 @@ class TensorRtBackend(Backend):
             self.max_batch = int(max_shape[0])
 
     @torch.no_grad()
-    def run(self, images: np.ndarray) -> np.ndarray:
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         batch = torch.from_numpy(images).to(self.device)
         self.context.set_input_shape(self.input_name, tuple(batch.shape))
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        output = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
         self.context.set_tensor_address(self.input_name, batch.data_ptr())
-        self.context.set_tensor_address(self.output_name, output.data_ptr())
+        outputs = {}
+        for name in self.output_names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            outputs[name] = torch.empty(shape, dtype=self.output_dtypes[name], device=self.device)
+            self.context.set_tensor_address(name, outputs[name].data_ptr())
         stream = torch.cuda.current_stream(self.device)
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
-        return output.float().cpu().numpy()
+        return {name: output.float().cpu().numpy() for name, output in outputs.items()}

@@ -16,6 +16,21 @@ import torch
 from torch import nn
 
 EMBEDDING = "features"  # the output every model has, and the one deployment produces by default
+DEPLOY_OUTPUTS_ATTR = "deploy_outputs"
+
+
+def default_outputs(model: nn.Module) -> tuple[str, ...]:
+    """The outputs a deployed copy of ``model`` gives unless the user picks others.
+
+    A module declares them as ``deploy_outputs`` (a tuple of names, or a property): the model itself
+    first, then its submodules in order (an image classifier declares ``("logits",)``, an attribute
+    head ``("attributes",)``); a model declaring nothing deploys its embedding, ``("features",)``.
+    """
+    for module in model.modules():
+        declared = getattr(module, DEPLOY_OUTPUTS_ATTR, None)
+        if declared:
+            return tuple(declared)
+    return (EMBEDDING,)
 
 
 class NamedOutputs(nn.Module):

@@ -17,11 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from omnireid.data.common import DECODE_ERRORS
 from omnireid.data.decode import to_rgb
-from omnireid.data.transforms import inference_transform
+from omnireid.data.transforms import preprocess_spec, preprocess_transform
 from omnireid.utils.errors import MissingFileError, UserError
-
-# the config keys that decide the test-time transform, stored in the manifest
-PREPROCESS_KEYS = ("INPUT.SIZE_TEST", "INPUT.INTERPOLATION", "INPUT.CROP.ENABLED", "INPUT.CROP.SIZE")
 
 
 class BadImageError(ValueError):
@@ -53,17 +50,6 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         raise BadImageError(f"not a readable image: {exc}") from None
 
 
-def preprocess_spec(cfg) -> dict[str, Any]:
-    """The transform-deciding keys of ``cfg`` (stored in the manifest)."""
-    spec = {}
-    for key in PREPROCESS_KEYS:
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        spec[key] = list(node) if isinstance(node, (list, tuple)) else node
-    return spec
-
-
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -76,14 +62,10 @@ class ImageEncoder:
     """``encoder(batch) -> (N, D) features`` and ``encoder.prepare(image) -> uint8 (3, H, W)``."""
 
     def __init__(self, predictor, preprocess: dict[str, Any], input_size: Sequence[int]) -> None:
-        from omnireid.config import get_cfg
-
-        cfg = get_cfg()
-        cfg.merge_from_list([item for key, value in preprocess.items() for item in (key, value)])
         self.predictor = predictor
         self.preprocess = dict(preprocess)
         self.input_size = [int(s) for s in input_size]
-        self.transform: Callable[[Image.Image], torch.Tensor] = inference_transform(cfg, self.input_size)
+        self.transform: Callable[[Image.Image], torch.Tensor] = preprocess_transform(preprocess, self.input_size)
 
     @classmethod
     def from_artifact(cls, artifact: str, cfg=None, preprocess: dict[str, Any] | None = None,

@@ -88,10 +88,13 @@ def shape_of(node: torch.fx.Node) -> tuple[int, ...]:
 
 
 class CaffeConverter:
-    """Maps an exported program (one image input, one feature output) to a Caffe NetParameter."""
+    """Maps an exported program (one image input, its named tensor outputs) to a Caffe NetParameter
+    whose output blobs (and their producing layers) carry ``output_names``."""
 
-    def __init__(self, program: torch.export.ExportedProgram, batch_size: int, name: str = "omnireid") -> None:
+    def __init__(self, program: torch.export.ExportedProgram, batch_size: int, name: str = "omnireid",
+                 output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
         self.program = program
+        self.output_names = tuple(output_names)
         self.batch_size = batch_size
         self.net = caffe_proto.NetParameter(name=name)
         self.values: dict[torch.fx.Node, Any] = {}
@@ -103,20 +106,21 @@ class CaffeConverter:
     # ------------------------------------------------------------------------------------------
     def convert(self) -> "CaffeModel":
         graph = self.program.graph_module.graph
-        output_blob = None
+        output_blobs = None
         for node in graph.nodes:
             if node.op == "placeholder":
                 self.values[node] = self._placeholder(node)
             elif node.op == "call_function":
                 self._call(node)
             elif node.op == "output":
-                output_blob = self._output(node)
+                output_blobs = self._output(node)
             elif node.op == "get_attr":
                 self.values[node] = getattr(self.program.graph_module, node.target)
         if self.problems:
             raise CaffeExportError(self.problems)
-        assert output_blob is not None
-        self._rename_blob(output_blob.name, OUTPUT_NAME)
+        assert output_blobs is not None
+        for blob, name in zip(output_blobs, self.output_names):
+            self._rename_blob(blob.name, name)
         weights = {}
         for record in {id(r): r for r in self.records.values()}.values():
             if record.weights:
@@ -143,15 +147,20 @@ class CaffeConverter:
             return Blob(INPUT_BLOB, shape_of(node), node)
         raise ExportError(f"unexpected graph input {name!r}")
 
-    def _output(self, node: torch.fx.Node) -> Blob | None:
+    def _output(self, node: torch.fx.Node) -> list[Blob] | None:
         outputs = node.args[0]
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         if any(o in self._poisoned for o in outputs if isinstance(o, torch.fx.Node)):
             return None
-        if len(outputs) != 1 or not isinstance(self.values.get(outputs[0]), Blob):
-            self._problem("<model>", f"expected a single feature tensor output, got {len(outputs)} outputs")
+        blobs = [self.values.get(o) for o in outputs]
+        if len(outputs) != len(self.output_names) or not all(isinstance(b, Blob) for b in blobs):
+            self._problem("<model>", f"expected {len(self.output_names)} tensor outputs {list(self.output_names)}, "
+                                     f"got {len(outputs)}")
             return None
-        return self.values[outputs[0]]
+        if len({b.name for b in blobs}) != len(blobs):
+            self._problem("<model>", f"the outputs {list(self.output_names)} are not distinct blobs")
+            return None
+        return blobs
 
     def _call(self, node: torch.fx.Node) -> None:
         inputs = [a for a in node.all_input_nodes]

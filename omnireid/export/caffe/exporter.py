@@ -19,7 +19,7 @@ def convert_to_caffe(model: nn.Module, options: ExportOptions, name: str = "omni
         program = torch.export.export(model, (example,), strict=False)
     except Exception as exc:  # torch.export reports data-dependent control flow etc.
         raise ExportError(f"cannot capture the model's graph with torch.export for Caffe: {exc}") from exc
-    return CaffeConverter(program, options.batch_size, name=name).convert()
+    return CaffeConverter(program, options.batch_size, name=name, output_names=options.outputs).convert()
 
 
 @EXPORTER_REGISTRY.register("caffe")
@@ -36,4 +36,5 @@ class CaffeExporter(Exporter):
                 "writer": "omnireid caffe.proto subset (BVLC field numbers)",
                 "bn_folded": "into the preceding Convolution/InnerProduct where it has no other consumer"}
         return ExportedArtifact(format=self.name, path=prototxt, files=[prototxt, caffemodel],
-                                input_shape=[options.batch_size, 3, height, width], input_name=INPUT_BLOB, info=info)
+                                input_shape=[options.batch_size, 3, height, width], input_name=INPUT_BLOB,
+                                output_names=list(options.outputs), info=info)

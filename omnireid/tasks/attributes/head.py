@@ -35,6 +35,10 @@ class AttributeHead(EmbeddingHead):
     probabilities of the A binary attributes, then each group's softmax.
     """
 
+    # deployed: the attribute probabilities (``--outputs attributes,features`` adds the embedding,
+    # e.g. for a joint reID + attributes model)
+    deploy_outputs = ("attributes",)
+
     def __init__(self, *, num_attributes: int, attribute_groups: Sequence[int] = (), attribute_bn: bool = True,
                  **kwargs) -> None:
         super().__init__(**kwargs)

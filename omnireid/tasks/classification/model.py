@@ -49,7 +49,12 @@ class BatchMixer:
 
 @META_ARCH_REGISTRY.register()
 class ImageClassifier(Baseline):
-    """``Baseline`` whose training batches may be mixed (``CLASSIFICATION.MIXUP``)."""
+    """``Baseline`` whose training batches may be mixed (``CLASSIFICATION.MIXUP``).
+
+    Deployed, it gives its margin-free ``logits`` (``omnireid export --outputs logits,features`` adds
+    the embedding)."""
+
+    deploy_outputs = ("logits",)
 
     def __init__(self, *, mixer: Mixer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
