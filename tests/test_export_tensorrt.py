@@ -125,3 +125,18 @@ def test_tensorrt_engine_build_and_parity(precision, tmp_path):
         assert parity["outputs"]["features"]["min_cosine"] >= (0.999 if precision == "fp16" else 0.98)
     if precision == "int8":
         assert (tmp_path / "calibration.cache").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not _HAS_TENSORRT and not _GPU_REQUIRED, reason="the tensorrt package (TensorRT 10+) is not installed")
+@pytest.mark.skipif(not torch.cuda.is_available() and not _GPU_REQUIRED, reason="TensorRT engines need a CUDA GPU")
+def test_tensorrt_engine_named_outputs(tmp_path):
+    from omnireid.inference import Predictor
+
+    model, cfg = build_eval_model("bot_r18")
+    images, source = parity_batch(cfg, count=4)
+    options = ExportOptions(input_size=INPUT_SIZE, outputs=("logits", "features"), max_batch=4)
+    report = export_model(model, "tensorrt", str(tmp_path), options, images, source, latency_runs=1)
+    assert report["output_names"] == ["logits", "features"] and report["parity"]["passed"]
+    assert set(report["parity"]["outputs"]) == {"logits", "features"}
+    assert Predictor.from_artifact(str(tmp_path / "model.engine")).output_names == ["logits", "features"]
