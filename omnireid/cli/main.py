@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "omnireid.cli.predict",
     "omnireid.cli.tune",
     "omnireid.cli.adapt",
+    "omnireid.cli.ensemble",
 )
 
 

@@ -55,9 +55,17 @@ def _reject_non_mapping_padding(value: Any) -> Any:
     return value
 
 
+def _rm_lt_to_min_images(value: Any) -> int:
+    if not isinstance(value, bool):
+        raise ConfigError(f"DATASETS.RM_LT (FastReID NAIC20 long-tail removal) must be True or False, got {value!r}")
+    return 2 if value else 0
+
+
 # One-to-one renames. Keys whose meaning needs other keys are handled in ``_translate_entries``.
 KEY_RULES: tuple[KeyRule, ...] = (
     KeyRule("INPUT.DO_FLIP", "INPUT.FLIP.ENABLED"),
+    KeyRule("DATASETS.RM_LT", "DATASETS.MIN_IMAGES_PER_ID", _rm_lt_to_min_images,
+            "FastReID NAIC20 key (drop identities of a single image)"),
     KeyRule("INPUT.FLIP_PROB", "INPUT.FLIP.PROB"),
     KeyRule("INPUT.DO_PAD", "INPUT.PADDING.ENABLED"),
     KeyRule("INPUT.PADDING_MODE", "INPUT.PADDING.MODE"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -76,7 +77,25 @@ def _field_presence(entries: list[tuple[ImageSetDataset, dict, str]], key: str) 
     return bool(have) and all(have)
 
 
-def combine_train_sets(datasets: list[ImageSetDataset], combine_all: bool
+def remove_rare_identities(entries: list[tuple[ImageSetDataset, dict, str]], min_images: int
+                           ) -> list[tuple[ImageSetDataset, dict, str]]:
+    """The entries without the identities (per dataset and split) that have fewer than ``min_images``
+    images: a long tail of one-image identities gives a classifier nothing to learn and a P x K
+    sampler nothing to pair (FastReID NAIC20's ``RM_LT``, which dropped identities of one image)."""
+    if min_images <= 1:
+        return entries
+    counts = Counter((d.name, split, item["targets"]) for d, item, split in entries)
+    kept = [(d, item, split) for d, item, split in entries if counts[(d.name, split, item["targets"])] >= min_images]
+    dropped = sum(1 for c in counts.values() if c < min_images)
+    if not kept:
+        raise DatasetError(f"DATASETS.MIN_IMAGES_PER_ID {min_images} leaves no training identity (the largest has "
+                           f"{max(counts.values(), default=0)} images)")
+    logger.info("DATASETS.MIN_IMAGES_PER_ID %d: dropped %d of %d identities (%d of %d images)", min_images, dropped,
+                len(counts), len(entries) - len(kept), len(entries))
+    return kept
+
+
+def combine_train_sets(datasets: list[ImageSetDataset], combine_all: bool, min_images_per_id: int = 0
                        ) -> tuple[list[dict], list[str], list[str]]:
     """Relabel the union of training sets: ``(items, label_names, camera_names)``.
 
@@ -93,6 +112,11 @@ def combine_train_sets(datasets: list[ImageSetDataset], combine_all: bool
     entries = [(dataset, item, split) for dataset in datasets
                for item, split in (dataset.combined_train() if combine_all else [(i, "train") for i in dataset.train])]
     has_targets, has_cameras = _field_presence(entries, "targets"), _field_presence(entries, "camids")
+    if min_images_per_id > 1:
+        if not has_targets:
+            raise ConfigError(f"DATASETS.MIN_IMAGES_PER_ID {min_images_per_id}: the training items of "
+                              f"{names} have no identities (targets) to count")
+        entries = remove_rare_identities(entries, min_images_per_id)
     by_name = {d.name: d for d in datasets}
     pid_keys = sorted({(d.name, split, item["targets"]) for d, item, split in entries}) if has_targets else []
     cam_keys = sorted({(d.name, item["camids"]) for d, item, _ in entries}) if has_cameras else []
@@ -180,7 +204,8 @@ def build_train_loader(cfg, start_index: int = 0) -> TrainData:
     datasets = [build_dataset(cfg, name) for name in cfg.DATASETS.NAMES]
     for dataset in datasets:
         logger.info("%s", dataset.summary())
-    items, label_names, camera_names = combine_train_sets(datasets, cfg.DATASETS.COMBINEALL)
+    items, label_names, camera_names = combine_train_sets(datasets, cfg.DATASETS.COMBINEALL,
+                                                          int(cfg.DATASETS.MIN_IMAGES_PER_ID))
     if not items:
         raise EmptyDatasetError(f"the training set of {list(cfg.DATASETS.NAMES)} is empty (no images found)")
     if len(label_names) == 1:

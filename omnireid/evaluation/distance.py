@@ -35,6 +35,11 @@ class DistanceMetric(abc.ABC):
     """A retrieval distance: ``prepare`` once per feature set, then ``pairwise`` per block."""
 
     name: str = ""
+    # True when, on prepared features, the distance of two concatenations is the sum of the distances
+    # of their parts scaled by the squared scale of the parts (cosine on unit vectors: 1 - <x, y> =
+    # |x - y|^2 / 2; squared euclidean): distance fusion is then exactly a scaled concatenation
+    # (omnireid.evaluation.fusion).
+    segment_additive: bool = False
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         return features
@@ -52,6 +57,7 @@ class DistanceMetric(abc.ABC):
 @DISTANCE_REGISTRY.register("cosine")
 class CosineDistance(DistanceMetric):
     name = "cosine"
+    segment_additive = True
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, p=2, dim=1)
@@ -68,6 +74,7 @@ class CosineDistance(DistanceMetric):
 @DISTANCE_REGISTRY.register("euclidean")
 class SquaredEuclideanDistance(DistanceMetric):
     name = "euclidean"
+    segment_additive = True
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         xx = x.pow(2).sum(dim=1, keepdim=True)

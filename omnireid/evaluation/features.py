@@ -97,13 +97,25 @@ def evaluate_features(
     also block by block. The result equals ``evaluate_rank`` on the full distance matrix.
     ``num_threads``: torch threads for everything but the GEMMs (which use the current setting).
     """
+    source = distance_blocks(q_feats, g_feats, metric, memory_budget_mb, rerank, num_threads)
+    return evaluate_blocks(source, q_pids, g_pids, q_camids, g_camids, max_rank, memory_budget_mb, roc, num_threads)
+
+
+def distance_blocks(
+    q_feats: np.ndarray | torch.Tensor,
+    g_feats: np.ndarray | torch.Tensor,
+    metric: str | DistanceMetric = "cosine",
+    memory_budget_mb: float = 1024,
+    rerank=None,
+    num_threads: int | None = 1,
+) -> DistanceBlocks:
+    """The query x gallery distances of ``metric`` (k-reciprocal re-ranked with ``rerank``), as a
+    block source: what the evaluator ranks and what ``omnireid submit`` writes, from one place."""
     q, g, m = prepare_pair(q_feats, g_feats, metric)
     if rerank is not None:
         from .rerank import RerankedDistanceBlocks, feature_graph
 
         graph = feature_graph(q, g, m, memory_budget_mb)
         del q, g  # the graph holds its own concatenated copy
-        source: DistanceBlocks = RerankedDistanceBlocks(graph, rerank, memory_budget_mb, num_threads)
-    else:
-        source = FeatureDistanceBlocks(q, g, m)
-    return evaluate_blocks(source, q_pids, g_pids, q_camids, g_camids, max_rank, memory_budget_mb, roc, num_threads)
+        return RerankedDistanceBlocks(graph, rerank, memory_budget_mb, num_threads)
+    return FeatureDistanceBlocks(q, g, m)

@@ -15,7 +15,7 @@ from omnireid.utils.errors import UnknownNameError
 
 from .base import SampleEvaluator
 from .build import EVALUATOR_REGISTRY, register_protocol
-from .features import evaluate_features
+from .features import DistanceBlocks, distance_blocks, evaluate_blocks
 from .query_expansion import average_query_expansion
 from .rerank import RerankParams
 
@@ -82,17 +82,21 @@ class ReidEvaluator(SampleEvaluator):
             )
         return {"features": feats, "pids": pids, "camids": camids}
 
+    def distances(self, features: torch.Tensor) -> DistanceBlocks:
+        """The query x gallery distances this evaluator ranks, as memory-bounded blocks: AQE, the
+        metric and re-ranking applied to the test set's ``features`` (queries first). ``omnireid
+        submit`` writes its ranked lists from the same blocks."""
+        query, gallery = features[: self.num_query], features[self.num_query :]
+        if self.aqe is not None:
+            query, gallery = average_query_expansion(query, gallery, memory_budget_mb=self.memory_budget_mb, **self.aqe)
+        return distance_blocks(query, gallery, self.metric, self.memory_budget_mb, self.rerank)
+
     def compute(self, data: dict[str, torch.Tensor]) -> dict[str, float]:
         features, pids, camids = data["features"], data["pids"], data["camids"]
         n = len(pids)
         if self.num_query >= n:
             raise ValueError(f"num_query={self.num_query} but only {n} samples were processed: no gallery")
-        query, gallery = features[: self.num_query], features[self.num_query :]
-        if self.aqe is not None:
-            query, gallery = average_query_expansion(query, gallery, memory_budget_mb=self.memory_budget_mb, **self.aqe)
-        res = evaluate_features(
-            query, gallery, pids[: self.num_query], pids[self.num_query :], camids[: self.num_query],
-            camids[self.num_query :], metric=self.metric, max_rank=50, memory_budget_mb=self.memory_budget_mb,
-            roc=self.roc, rerank=self.rerank,
-        )
+        nq = self.num_query
+        res = evaluate_blocks(self.distances(features), pids[:nq], pids[nq:], camids[:nq], camids[nq:], max_rank=50,
+                              memory_budget_mb=self.memory_budget_mb, roc=self.roc)
         return res.summary()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -17,6 +17,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     _atomic(path, lambda f: f.write(text), mode="w")
+
+
+def atomic_write_stream(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(f)`` into a binary temporary file next to ``path``, renamed over ``path`` when it returns
+    (for outputs written piece by piece, e.g. a distance matrix block by block)."""
+    _atomic(path, write, mode="wb")
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

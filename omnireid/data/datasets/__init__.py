@@ -12,7 +12,7 @@ DATASET_REGISTRY = Registry("dataset")
 
 from .bases import (DATASETS_ENV, DatasetLayoutError, ImageSetDataset, Item, ReidDataset, TestSet,  # noqa: E402
                     datasets_root, reid_item)
-from . import custom_csv, cuhk03, market1501, msmt17, vehicleid, veri, veriwild  # noqa: E402,F401
+from . import custom_csv, cuhk03, market1501, msmt17, naic, vehicleid, veri, veriwild  # noqa: E402,F401
 
 
 def build_dataset(cfg, name: str) -> ImageSetDataset:
