@@ -138,3 +138,20 @@ def test_naic20_recipes(path):
     assert cfg.INPUT.AUGMIX.ENABLED and cfg.DATASETS.MIN_IMAGES_PER_ID == 2
     if "384x192" in path:
         assert list(cfg.INPUT.SIZE_TRAIN) == [384, 192] == list(cfg.INPUT.SIZE_TEST)
+
+
+def test_augmix_is_a_config_selectable_train_transform():
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from omnireid.data.transforms import build_transforms
+
+    cfg = setup_cfg(str(REPO / "configs" / "NAIC20" / "Base-naic.yml"), ["INPUT.SIZE_TRAIN", "[32, 16]",
+                                                                         "INPUT.AUGMIX.PROB", "1.0"])
+    pipeline = build_transforms(cfg, is_train=True)
+    assert any(isinstance(t, v2.AugMix) for t in pipeline.transforms)
+    out = pipeline(Image.new("RGB", (20, 40), (200, 30, 30)))
+    assert out.dtype.is_floating_point is False and tuple(out.shape) == (3, 32, 16)
+    cfg.defrost()
+    cfg.INPUT.AUGMIX.ENABLED = False
+    assert not any(isinstance(t, v2.AugMix) for t in build_transforms(cfg, is_train=True).transforms)
