@@ -148,3 +148,26 @@ def test_bad_models_are_one_line_errors(two_models, tmp_path, capsys, spec, extr
         code, _, err = _run(capsys, command, "--models", *models, *extra, *tail)
         assert code == 2, err
         assert err.count("\n") == 1 and f"omnireid {command}: error:" in err and message in err, err
+
+
+def test_exported_artifact_member_is_fed_at_its_own_size(two_models, small_root, tmp_path, capsys):
+    """An ONNX member (32x16 input) next to the datasets/TEST settings of a config: its row equals the
+    reid protocol on the features `omnireid extract` computes with the same artifact."""
+    from serve_helpers import make_tiny_onnx
+
+    from omnireid.evaluation import evaluate_features
+
+    (ca, _), _ = two_models
+    artifact = make_tiny_onnx(str(tmp_path / "tiny.onnx"))
+    code, _, err = _run(capsys, "ensemble", "--models", artifact, "--config-file", ca, "--no-flip",
+                        "OUTPUT_DIR", str(tmp_path / "out"))
+    assert code == 0, err
+    row = json.loads((tmp_path / "out" / "ensemble_results.json").read_text())["metrics"]["tiny"]["Market1501"]
+    out = str(tmp_path / "test.npz")
+    assert _run(capsys, "extract", "--config-file", ca, "--artifact", artifact, "--dataset", "Market1501:test",
+                "--output", out)[0] == 0
+    data = np.load(out)
+    nq = len(os.listdir(os.path.join(small_root, "Market-1501-v15.09.15", "query")))
+    f, p, c = data["features"], data["pids"], data["camids"]
+    ref = evaluate_features(f[:nq], f[nq:], p[:nq], p[nq:], c[:nq], c[nq:]).summary()
+    assert row == pytest.approx(ref, abs=1e-4)
