@@ -197,3 +197,11 @@ def test_user_errors_are_one_line_exit_2(adapt_setup):
         result = _cli(argv, work)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-3000:]
+
+
+def test_rounds_table_without_target_labels():
+    from omnireid.tasks.adaptation.adapt import format_rounds_table
+
+    # no DATASETS.TESTS and no identities on the target: only the clustering counts
+    assert format_rounds_table([{"round": 0}, {"round": 1, "clusters": 3, "outliers": 2}]).splitlines() == [
+        "| round | clusters | outliers |", "|---|---|---|", "| 0 |  |  |", "| 1 | 3 | 2 |"]
