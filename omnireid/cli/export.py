@@ -5,7 +5,7 @@
     omnireid export --config-file F MODEL.WEIGHTS W --format tensorrt --output deploy/trt --fp16 \\
         --min-batch 1 --opt-batch 16 --max-batch 64
 
-    omnireid export --config-file logs/cls/config.yaml MODEL.WEIGHTS logs/cls/model_final.pth \
+    omnireid export --config-file logs/cls/config.yaml MODEL.WEIGHTS logs/cls/model_final.pth \\
         --format onnx --output deploy/cls --outputs logits,features
 
 The artifact's graph outputs are the model's named outputs given by ``--outputs`` (default: what the
