@@ -13,7 +13,6 @@ test -d "$DATA/Market-1501-v15.09.15" || $OMNIREID data synth --out "$DATA/Marke
 $OMNIREID train --config-file $CFG "${SHORT[@]}" SEED 1 OUTPUT_DIR "$OUT/a"
 $OMNIREID train --config-file $CFG "${SHORT[@]}" SEED 2 "INPUT.SIZE_TRAIN" "[96, 48]" "INPUT.SIZE_TEST" "[96, 48]" \
     OUTPUT_DIR "$OUT/b"
-for fusion in concat distance; do
-  $OMNIREID ensemble --models "$OUT/a/config.yaml:$OUT/a/model_final.pth" "$OUT/b/config.yaml:$OUT/b/model_final.pth" \
-      --fusion $fusion OUTPUT_DIR "$OUT/ensemble_$fusion"
-done
+# distance fusion (with equal weights and the cosine metric, concat ranks identically), flip TTA
+$OMNIREID ensemble --models "$OUT/a/config.yaml:$OUT/a/model_final.pth" "$OUT/b/config.yaml:$OUT/b/model_final.pth" \
+    --fusion distance --flip OUTPUT_DIR "$OUT/ensemble"
