@@ -141,3 +141,19 @@ def test_evaluator_distances_serve_unlabelled_test_sets():
     indices, _ = top_k_from_blocks(evaluator.distances(fused), 5)
     ref = torch.sort(compute_distance(fused[:nq], fused[nq:]), dim=1, stable=True).indices[:, :5]
     np.testing.assert_array_equal(indices, ref.numpy())
+
+
+def test_peak_memory_sees_each_step_even_after_a_larger_one():
+    import sys
+
+    from omnireid.utils.memory import PeakMemory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM reset is Linux-only")
+    with PeakMemory() as first:
+        big = torch.ones(20_000_000)  # 76 MB
+        del big
+    with PeakMemory() as second:
+        small = torch.ones(5_000_000)  # 19 MB, after the larger step freed its memory
+        del small
+    assert first.peak_mb > 60 and 15 < second.peak_mb < 40
