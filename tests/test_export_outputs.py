@@ -26,6 +26,7 @@ FP32 = {"relative_max_abs_diff": 1e-3, "min_cosine": 0.9999}
 # which outputs a model deploys by default
 # ------------------------------------------------------------------------------------------------
 def _model(config: str, *opts: str) -> torch.nn.Module:
+    import omnireid.tasks  # noqa: F401  (registers the task config sections and models)
     from omnireid.config import setup_cfg
     from omnireid.modeling import build_model
 
@@ -210,6 +211,7 @@ def _write_folder(root, per_class: int = 3, size: tuple[int, int] = (20, 12)) ->
 def _training_run(folder, config: str, opts: list[str], metadata: dict) -> tuple[str, str]:
     """What training leaves behind (config.yaml, model_final.pth with its metadata, metadata.json),
     with a randomly initialised model."""
+    import omnireid.tasks  # noqa: F401  (registers the task config sections and models)
     from omnireid.config import setup_cfg
     from omnireid.modeling import build_model
 
