@@ -84,7 +84,6 @@ def _naic_test_layout(small_root: str, root) -> None:
             shutil.copy(os.path.join(market, source, name), folder / name.replace(".jpg", ".png"))
 
 
-@pytest.mark.slow  # three CLI runs (submit + two extracts): ~17 s on the loaded 2-core machine
 def test_submit_single_model_equals_brute_force_on_extracted_features(two_models, small_root, tmp_path, capsys):
     (ca, wa), _ = two_models
     _naic_test_layout(small_root, tmp_path)
