@@ -170,3 +170,16 @@ def test_exported_artifact_member_is_fed_at_its_own_size(two_models, small_root,
     f, p, c = data["features"], data["pids"], data["camids"]
     ref = evaluate_features(f[:nq], f[nq:], p[:nq], p[nq:], c[:nq], c[nq:]).summary()
     assert row == pytest.approx(ref, abs=1e-4)
+
+
+def test_default_output_is_a_subfolder_not_the_members_training_folder(two_models, tmp_path, capsys):
+    (ca, wa), _ = two_models
+    config = tmp_path / "run" / "config.yaml"
+    config.parent.mkdir()
+    from omnireid.config import setup_cfg
+
+    config.write_text(setup_cfg(ca, ["OUTPUT_DIR", str(config.parent)]).dump())  # a training run's folder
+    code, _, err = _run(capsys, "ensemble", "--models", f"{config}:{wa}", "--no-members", "--no-flip")
+    assert code == 0, err
+    assert (config.parent / "ensemble" / "ensemble_results.json").is_file()
+    assert not (config.parent / "ensemble_results.json").exists()

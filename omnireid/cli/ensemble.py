@@ -8,7 +8,8 @@ Each model reads the test images at its own input size. ``--fusion concat``: the
 features, weighted, concatenated; ``--fusion distance``: the weighted mean of the models' distances.
 The datasets and TEST settings (metric, flip, AQE, re-ranking, memory budget) come from
 ``--config-file``, else from the first model's config, plus trailing ``KEY VALUE`` overrides (given
-after the other options).
+after the other options). Logs and ``ensemble_results.json`` go to ``OUTPUT_DIR`` when it is given
+as an override, else to ``<OUTPUT_DIR of that config>/ensemble``.
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ def _setup(args: argparse.Namespace):
         parse_model_spec(text)
     setup_logging()
     cfg = main_config(args.models, args.config_file or None, args.opts)
+    if "OUTPUT_DIR" not in args.opts[::2]:  # never write into a member's training folder itself
+        cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, "ensemble")
     members = load_members(args.models, cfg, args.opts)
     flip = bool(cfg.TEST.FLIP.ENABLED) if args.flip is None else args.flip
     return cfg, members, flip
