@@ -210,6 +210,10 @@ CASES: dict[str, Case] = {
                                    ("omnireid data synth: error:", "num_cameras must be between 2 and 9")),
     "index info: no index": Case(lambda w, r: ["index", "info", "--index", str(w / "none")],
                                  ("omnireid index info: error:",)),
+    "ensemble: missing model file": Case(lambda w, r: ["ensemble", "--models", f"{w}/a.yml:{w}/a.pth", "b.onnx"],
+                                         ("omnireid ensemble: error:", "file not found", "a.yml")),
+    "submit: --topk 0": Case(lambda w, r: ["submit", "--models", "m.onnx", "--output", str(w / "s.json"),
+                                           "--topk", "0"], ("omnireid submit: error:", "--topk must be >= 1")),
     "demo: missing config": Case(lambda w, r: ["demo", "--config-file", str(w / "none.yml"),
                                                "--data-dir", str(w / "d")], ("demo config not found",)),
 }
