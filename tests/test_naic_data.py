@@ -155,3 +155,22 @@ def test_augmix_is_a_config_selectable_train_transform():
     cfg.defrost()
     cfg.INPUT.AUGMIX.ENABLED = False
     assert not any(isinstance(t, v2.AugMix) for t in build_transforms(cfg, is_train=True).transforms)
+
+
+def test_naic_demo_data_is_read_by_the_naic20_loader(tmp_path):
+    """`omnireid demo --task naic` writes NAIC 2020's list layout; NAIC20_R2 reads it back."""
+    import omnireid.tasks  # noqa: F401  (registers the demo)
+    from omnireid.engine.demo import DEMO_REGISTRY
+    from omnireid.tasks.naic.demo import write_synthetic_naic20
+
+    assert "naic" in DEMO_REGISTRY and os.path.isfile(DEMO_REGISTRY.get("naic").config_file)
+    folder = tmp_path / "naic" / "2020_NAIC" / "fusai" / "train"
+    write_synthetic_naic20(str(folder), seed=0, num_train_ids=3, num_test_ids=3, num_cameras=2,
+                           images_per_camera=(1, 2), queries_per_id=1, num_distractors=2, num_junk=2)
+    assert sorted(os.listdir(folder)) == ["images", "naic20r2_train_list_clean.txt", "val_gallery.txt",
+                                          "val_query.txt"]
+    ds = build_dataset(_cfg(tmp_path), "NAIC20_R2")
+    assert len({i["targets"] for i in ds.train}) == 3 and len(ds.query) == 3
+    assert all(i["targets"] >= 0 for i in ds.gallery) and all(os.path.isfile(i["img_path"]) for i in ds.train)
+    cfg = setup_cfg(str(DEMO_REGISTRY.get("naic").config_file))
+    assert cfg.DATASETS.NAMES == ["NAIC20_R2"] and cfg.MODEL.HEADS.CLS_LAYER == "CircleSoftmax"
