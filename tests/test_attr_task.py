@@ -138,6 +138,10 @@ def test_evaluator_by_protocol_reports_table_and_csv(tmp_path):
     assert rows[0].startswith("attribute,kind,positives") and len(rows) == 1 + len(MARKET_BINARY) + 1
 
 
+# the demo recipe reads the attribute demo's own people; the tests' tiny set is the reID demo's layout
+ON_TINY_SET = ["DATASETS.NAMES", "['SyntheticAttributes']", "DATASETS.TESTS", "['SyntheticAttributes']"]
+
+
 def _train(root, out, *opts):
     result = _run_train(root, out, *opts)
     with open(os.path.join(out, "metrics.json")) as f:
@@ -148,7 +152,7 @@ def _run_train(root, out, *opts):
     cmd = [sys.executable, "-m", "omnireid", "train", "--config-file", "configs/Demo/synthetic_attributes_R18.yml",
            "DATASETS.ROOT", root, "OUTPUT_DIR", out, "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_EPOCH", "1",
            "TEST.EVAL_PERIOD", "1", "SOLVER.WARMUP_ITERS", "1", "INPUT.SIZE_TRAIN", "[32, 16]",
-           "INPUT.SIZE_TEST", "[32, 16]", "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "64", *opts]
+           "INPUT.SIZE_TEST", "[32, 16]", "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "64", *ON_TINY_SET, *opts]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -160,7 +164,7 @@ def test_dataset_metadata_carries_test_thres(synthetic_root):
     from omnireid.data import build_train_loader
 
     cfg = setup_cfg("configs/Demo/synthetic_attributes_R18.yml",
-                    ["DATASETS.ROOT", synthetic_root, "TEST.THRES", "0.65", "DATALOADER.NUM_WORKERS", "0"])
+                    ["DATASETS.ROOT", synthetic_root, "TEST.THRES", "0.65", "DATALOADER.NUM_WORKERS", "0", *ON_TINY_SET])
     assert SyntheticAttributes.from_config(cfg).metadata()["attribute_threshold"] == 0.65
     assert build_train_loader(cfg).metadata["attribute_threshold"] == 0.65  # what metadata.json is written from
     with pytest.raises(ValueError, match=r"TEST.THRES must be in \[0, 1\)"):
@@ -214,7 +218,7 @@ def test_train_attributes_and_joint_reid_attributes(synthetic_root, tmp_path):
 def test_groups_without_their_loss_is_a_config_error(synthetic_root, tmp_path):
     cmd = [sys.executable, "-m", "omnireid", "train", "--config-file", "configs/Demo/synthetic_attributes_R18.yml",
            "DATASETS.ROOT", synthetic_root, "OUTPUT_DIR", str(tmp_path), "MODEL.LOSSES.NAME",
-           "['BinaryCrossEntropyLoss']", "DATALOADER.NUM_WORKERS", "0"]
+           "['BinaryCrossEntropyLoss']", "DATALOADER.NUM_WORKERS", "0", *ON_TINY_SET]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == 2, result.stderr[-2000:]
@@ -230,3 +234,24 @@ def test_attribute_recipes_load_and_train_every_attribute(name):
     assert cfg.MODEL.HEADS.NAME == "AttributeHead"
     assert {"BinaryCrossEntropyLoss", "GroupCrossEntropyLoss"} <= set(cfg.MODEL.LOSSES.NAME)
     assert name.startswith("Base") or cfg.DATASETS.NAMES[0] in DATASET_REGISTRY
+
+
+def test_attribute_demo_people_live_beside_the_reid_demo(tmp_path, synthetic_root):
+    """The attribute demo's people (many identities, one image per camera) are read from their own
+    folder, so one DATASETS.ROOT holds both demos' data."""
+    from omnireid.data.synthetic import write_synthetic_reid
+    from omnireid.engine.demo import DEMO_REGISTRY
+    from omnireid.tasks.attributes.datasets import SyntheticAttributePeople
+    from omnireid.tasks.attributes.demo import DEMO_PEOPLE, prepare_attribute_demo
+
+    assert DEMO_REGISTRY.get("attributes").prepare_data is prepare_attribute_demo
+    small = {**DEMO_PEOPLE, "num_train_ids": 10, "num_test_ids": 4}
+    write_synthetic_reid(str(tmp_path / "synthetic_attributes"), seed=0, **small)
+    os.symlink(os.path.join(synthetic_root, "Market-1501-v15.09.15"), tmp_path / "Market-1501-v15.09.15")
+    data = SyntheticAttributePeople(str(tmp_path), val_fraction=0.0, test_splits=["test"])
+    assert {i["targets"] for i in data.train} and len({i["targets"] for i in data.train}) == 10
+    per_camera = [(i["targets"], i["camids"]) for i in data.train]
+    assert len(per_camera) == len(set(per_camera))  # one image per (identity, camera)
+    (test,) = data.test_sets()
+    assert test.name == "SyntheticAttributePeople" and len({i["targets"] for i in test.items}) == 4
+    assert all("synthetic_attributes" in i["img_path"] for i in data.train + test.items)

@@ -360,7 +360,8 @@ def test_attributes_report_from_a_model_keeps_its_attribute_output(synthetic_roo
         "DATASETS.ROOT", synthetic_root, "MODEL.DEVICE", "cpu", "MODEL.HEADS.NUM_ATTRIBUTES", "6",
         "MODEL.HEADS.ATTRIBUTE_GROUPS", "[12, 5, 13, 12, 3, 4]", "INPUT.SIZE_TEST", "[32, 16]",
         "MODEL.LOSSES.BCE.POS_RATIO", "[0.3, 0.3, 0.5, 0.2, 0.3, 0.3]",
-        "DATALOADER.NUM_WORKERS", "0", "TEST.THRES", "0.55", "OUTPUT_DIR", str(tmp_path / "run")])
+        "DATALOADER.NUM_WORKERS", "0", "TEST.THRES", "0.55", "OUTPUT_DIR", str(tmp_path / "run"),
+        "DATASETS.NAMES", "['SyntheticAttributes']", "DATASETS.TESTS", "['SyntheticAttributes']"])
     (tmp_path / "config.yaml").write_text(cfg.dump())
     out = tmp_path / "report"
     assert cli_main(["report", "--config-file", str(tmp_path / "config.yaml"), "--output", str(out)]) == 0

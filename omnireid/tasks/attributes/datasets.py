@@ -213,6 +213,17 @@ class SyntheticAttributes(IdentityAttributeDataset):
         return schema, {"train": labels, "test": labels}
 
 
+@DATASET_REGISTRY.register()
+class SyntheticAttributePeople(SyntheticAttributes):
+    """The attribute demo's synthetic people (many identities, one image per camera; see
+    :mod:`.demo`), in their own folder ``<DATASETS.ROOT>/synthetic_attributes`` so they live beside
+    the reID demo's ``Market-1501-v15.09.15``."""
+
+    dataset_dir = "synthetic_attributes"
+    layout = "  <DATASETS.ROOT>/synthetic_attributes/   (Market-1501 layout + attributes.csv, written by " \
+             "'omnireid demo --task attributes')"
+
+
 # ----------------------------------------------------------------------------------------------
 @DATASET_REGISTRY.register()
 class AttributeCSV(AttributeDataset):
