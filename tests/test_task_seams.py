@@ -206,3 +206,25 @@ def test_test_set_subset_fixes_queries_and_pairs():
                                                   "issame": [True, False, True, False]})
     kept = pairs.subset([True, True, True, False, True, True])  # item 3 unreadable
     assert kept.meta["pairs"].tolist() == [[0, 1], [3, 4]] and kept.meta["issame"].tolist() == [True, True]
+
+
+def test_demo_data_is_written_once_with_the_seed_and_options(tmp_path):
+    """``synthetic_data(folder, write, **options)``: ``write(target, seed=..., **options)`` into
+    ``<root>/folder`` the first time; a complete folder is reused; an interrupted write leaves no folder."""
+    from omnireid.engine.demo import synthetic_data
+
+    calls = []
+
+    def write(target, seed, size):
+        calls.append((os.path.basename(target), seed, size))
+        os.makedirs(target)
+        if size < 0:
+            raise RuntimeError("interrupted")
+
+    prepare = synthetic_data("sub", write, size=3)
+    assert prepare(str(tmp_path), 7) == str(tmp_path / "sub")
+    assert prepare(str(tmp_path), 7) == str(tmp_path / "sub")
+    assert calls == [("sub.partial", 7, 3)]
+    with pytest.raises(RuntimeError):
+        synthetic_data("broken", write, size=-1)(str(tmp_path), 0)
+    assert not (tmp_path / "broken").exists()

@@ -6,8 +6,8 @@ weights score) -> train the recipe -> evaluate -> print both rows as a table and
 synthetic data, overrides) and writes no loop of its own::
 
     DEMO_REGISTRY.register("classification")(DemoSpec(
-        config_file=REPO_CONFIGS / "Demo" / "synthetic_classification.yml",
-        prepare_data=write_synthetic_classes, description="..."))
+        config_file=CONFIGS_DIR / "Demo" / "synthetic_classification_R18.yml",
+        prepare_data=synthetic_data("synthetic_colours", write_synthetic_classification), description="..."))
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from omnireid.config import setup_cfg
+from omnireid.data.synthetic import write_synthetic_reid
 from omnireid.utils.errors import ConfigError, MissingFileError
 from omnireid.utils.file_io import atomic_write_text
 from omnireid.utils.registry import Registry
@@ -61,6 +62,15 @@ def write_once(target: str, write: Callable[[str], object]) -> str:
     return target
 
 
+def synthetic_data(folder: str | os.PathLike, write: Callable[..., object], **options: Any) -> Callable[[str, int], str]:
+    """The ``prepare_data`` of a demo whose data is ``write(target, seed=seed, **options)`` in ``<root>/folder``
+    (written once, see :func:`write_once`)."""
+    def prepare(root: str, seed: int) -> str:
+        return write_once(os.path.join(root, folder), lambda target: write(target, seed=seed, **options))
+
+    return prepare
+
+
 def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = "",
              opts: Sequence[str] = ()) -> dict[str, dict[str, float]]:
     """Run the demo of ``task``; returns (and prints) ``{row name: metrics}``."""
@@ -93,14 +103,6 @@ def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = ""
     return rows
 
 
-def prepare_reid_demo(root: str, seed: int) -> str:
-    """The synthetic reID dataset in the Market-1501 layout, read by the real Market-1501 loader."""
-    from omnireid.data.synthetic import write_synthetic_reid
-
-    return write_once(os.path.join(root, "Market-1501-v15.09.15"),
-                      lambda folder: write_synthetic_reid(folder, seed=seed))
-
-
 DEMO_REGISTRY.register("reid")(DemoSpec(
-    config_file=CONFIGS_DIR / "Demo" / "synthetic_R18.yml", prepare_data=prepare_reid_demo,
+    config_file=CONFIGS_DIR / "Demo" / "synthetic_R18.yml", prepare_data=synthetic_data("Market-1501-v15.09.15", write_synthetic_reid),
     description="person reID (BoT ResNet-18) on synthetic people in the Market-1501 layout"))

@@ -8,9 +8,8 @@ stays near 50 %). The attribute demo therefore writes its own synthetic people i
 """
 from __future__ import annotations
 
-import os
-
-from omnireid.engine.demo import CONFIGS_DIR, DEMO_REGISTRY, DemoSpec, write_once
+from omnireid.data.synthetic import write_synthetic_reid
+from omnireid.engine.demo import CONFIGS_DIR, DEMO_REGISTRY, DemoSpec, synthetic_data
 
 from .datasets import SyntheticAttributePeople
 
@@ -18,16 +17,8 @@ DEMO_PEOPLE = dict(num_train_ids=800, num_test_ids=200, num_cameras=6, images_pe
                    num_distractors=0, num_junk=0)
 
 
-def prepare_attribute_demo(root: str, seed: int) -> str:
-    """The demo's synthetic people (``DEMO_PEOPLE``) in ``<root>/synthetic_attributes`` (Market-1501
-    layout + ``attributes.csv``), read by the ``SyntheticAttributePeople`` dataset."""
-    from omnireid.data.synthetic import write_synthetic_reid
-
-    return write_once(os.path.join(root, SyntheticAttributePeople.dataset_dir),
-                      lambda folder: write_synthetic_reid(folder, seed=seed, **DEMO_PEOPLE))
-
-
 DEMO_REGISTRY.register("attributes")(DemoSpec(
-    config_file=CONFIGS_DIR / "Demo" / "synthetic_attributes_R18.yml", prepare_data=prepare_attribute_demo,
+    config_file=CONFIGS_DIR / "Demo" / "synthetic_attributes_R18.yml",
+    prepare_data=synthetic_data(SyntheticAttributePeople.dataset_dir, write_synthetic_reid, **DEMO_PEOPLE),
     description="pedestrian attributes (FastAttr recipe, ResNet-18): 6 binary attributes and 6 categorical "
                 "groups of 800 synthetic training people"))

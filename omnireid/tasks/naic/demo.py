@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from omnireid.engine.demo import CONFIGS_DIR, DEMO_REGISTRY, DemoSpec, write_once
+from omnireid.engine.demo import CONFIGS_DIR, DEMO_REGISTRY, DemoSpec, synthetic_data
 
 SOURCE_SPLITS = (("bounding_box_train", "t", "naic20r2_train_list_clean.txt"), ("query", "q", "val_query.txt"),
                  ("bounding_box_test", "g", "val_gallery.txt"))
@@ -35,12 +35,8 @@ def write_synthetic_naic20(folder: str, seed: int = 0, **synthetic_options) -> N
     shutil.rmtree(source)
 
 
-def prepare_naic_demo(root: str, seed: int) -> str:
-    return write_once(os.path.join(root, "naic", "2020_NAIC", "fusai", "train"),
-                      lambda folder: write_synthetic_naic20(folder, seed=seed))
-
-
 DEMO_REGISTRY.register("naic")(DemoSpec(
-    config_file=CONFIGS_DIR / "NAIC20" / "demo_synthetic_R18.yml", prepare_data=prepare_naic_demo,
+    config_file=CONFIGS_DIR / "NAIC20" / "demo_synthetic_R18.yml",
+    prepare_data=synthetic_data(os.path.join("naic", "2020_NAIC", "fusai", "train"), write_synthetic_naic20),
     description="the NAIC20 recipe (circle softmax + CosFace, GeM, Adam, AugMix) on synthetic people in "
                 "NAIC 2020's list layout"))
