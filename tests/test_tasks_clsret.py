@@ -175,3 +175,15 @@ def test_retrieval_trains_on_the_sop_layout(tmp_path):
     record = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()][-1]
     assert {"Recall@1", "Recall@8", "R-Precision", "MAP@R", "SkippedQueries"} <= set(record)
     assert record["SkippedQueries"] == 0
+    # distillation: a retrieval student learning from that run's margin-free logits, evaluated by protocol
+    student = tmp_path / "student"
+    proc = omnireid(["train", "--config-file", os.path.join(REPO, "configs/Demo/synthetic_retrieval_R18.yml"),
+                     "DATASETS.ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(student), *TINY,
+                     "INPUT.SIZE_TRAIN", "[32,16]", "INPUT.SIZE_TEST", "[32,16]", "SOLVER.IMS_PER_BATCH", "16",
+                     "TEST.EVAL_PERIOD", "1", "SOLVER.MAX_ITER", "0", "SOLVER.MAX_EPOCH", "1",
+                     "MODEL.META_ARCHITECTURE", "Distiller", "KD.MODEL_CONFIG", f"['{out / 'config.yaml'}']",
+                     "KD.MODEL_WEIGHTS", f"['{out / 'model_final.pth'}']"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loss_kd" in (student / "log.txt").read_text()
+    record = [json.loads(line) for line in (student / "metrics.json").read_text().splitlines()][-1]
+    assert {"Recall@1", "MAP@R"} <= set(record)
