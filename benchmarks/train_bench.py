@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -83,8 +83,14 @@ def omnireid_step(config_file: str, args: argparse.Namespace, batch: dict, opts:
     model = accelerate(cfg, build_model(cfg).to(device).train(), device)
     optimizer = build_optimizer(cfg, model)
 
+    return training_step(model, optimizer, batch,
+                         lambda: torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext())
+
+
+def training_step(model, optimizer, batch: dict, context: Callable[[], Any]) -> Callable[[], None]:
+    """One timed step, the same for both toolboxes: forward under ``context()``, sum of losses, backward, update."""
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+        with context():
             losses = model(batch)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
@@ -116,15 +122,7 @@ def fastreid_step(config_file: str, args: argparse.Namespace, batch: dict) -> Ca
     optimizer, _ = fastreid_build_optimizer(cfg, model, contiguous=False)
     storage = EventStorage(0)
 
-    def step() -> None:
-        with storage:
-            losses = model(batch)
-        total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-
-    return step
+    return training_step(model, optimizer, batch, lambda: storage)
 
 
 def step_variants(model_name: str, args: argparse.Namespace, batch: dict) -> list[Variant]:
