@@ -82,6 +82,31 @@ def test_concat_fusion_weights_the_normalised_features():
     assert _evaluate(fused, pids, camids, nq) == pytest.approx(ref, abs=1e-6)
 
 
+@pytest.mark.parametrize("fusion", ["concat", "distance"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_fused_features_are_ranked_without_a_copy(fusion, metric):
+    # the fused evaluation's memory does not grow with the number of models: the fused features come
+    # prepared, so the evaluator ranks them where they are (only its bounded blocks are allocated)
+    feats, pids, camids, nq = _models(seed=3)
+    fused = fuse_features(feats, WEIGHTS, fusion, metric)
+    source = distance_blocks(fused[:nq], fused[nq:], metric)
+    assert source.query.data_ptr() == fused.data_ptr()
+    assert source.gallery.data_ptr() == fused[nq:].data_ptr()
+    single = distance_blocks(feats[0][:nq], feats[0][nq:], metric)  # raw features: one prepared copy
+    assert (single.query.data_ptr() == feats[0].data_ptr()) == (metric == "euclidean")
+
+
+def test_cosine_prepare_is_f_normalize_without_temporaries():
+    from omnireid.evaluation.distance import _NORM_ROWS, get_metric
+
+    x = torch.randn(2 * _NORM_ROWS + 3, 7) * 3
+    x[5] = 0  # a zero row stays zero (F.normalize's eps)
+    prepared = get_metric("cosine").prepare(x)
+    assert torch.equal(prepared, torch.nn.functional.normalize(x, dim=1))
+    unit = prepared[6:]
+    assert get_metric("cosine").prepare(unit).data_ptr() == unit.data_ptr()  # already unit length: no copy
+
+
 def test_fusion_errors():
     feats, *_ = _models()
     with pytest.raises(ConfigError, match="3 models"):

@@ -129,6 +129,21 @@ def test_knn_exact_with_ties(k, budget):
     assert nn64.indices.tolist() == brute_neighbours(x, x, k, True).tolist()
 
 
+@pytest.mark.parametrize("num_threads", [2, 3, 4])
+def test_knn_selection_threads_give_the_same_lists(num_threads):
+    # tiles split into row and column slabs on several threads: same exact lists as the brute force
+    rng = np.random.default_rng(num_threads)
+    x = rng.integers(-2, 3, (150, 3)).astype(np.float32)
+    g = rng.integers(-2, 3, (170, 3)).astype(np.float32)
+    threads = torch.get_num_threads()
+    for budget in (1024, 0.004):
+        nn = nearest_neighbours(x, None, 9, metric="euclidean", memory_budget_mb=budget, num_threads=num_threads)
+        assert nn.indices.tolist() == brute_neighbours(x, x, 9, True).tolist()
+        nn = nearest_neighbours(x, g, 9, metric="euclidean", memory_budget_mb=budget, num_threads=num_threads)
+        assert nn.indices.tolist() == brute_neighbours(x, g, 9, False).tolist()
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+
+
 def test_knn_cosine_symmetric_and_one_sided_agree():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 16)).astype(np.float32)

@@ -10,9 +10,10 @@ is the same float whether it was computed in a large or a small block.
 Half-precision inputs are converted to float32 first; float64 inputs stay float64.
 
 Threads: the GEMMs use the caller's torch thread setting; the memory-bound steps around them
-(ranking, k-NN bookkeeping, sparse re-ranking) default to one thread (``num_threads`` arguments),
-because torch's multi-threaded element-wise ops slow down several-fold when the cores are shared
-(measured on the 2-core benchmark machine), while one thread loses little on memory-bound work.
+(ranking, sparse re-ranking) default to one thread (``num_threads`` arguments), because torch's
+multi-threaded element-wise ops slow down several-fold when the cores are shared (measured on the
+2-core benchmark machine), while one thread loses little on memory-bound work. The k-NN selection
+instead splits its work into independent single-threaded tasks (:mod:`omnireid.evaluation.knn`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from omnireid.utils.registry import Registry
 
 # fn(x, y) -> (len(x), len(y)) distances; x, y already prepared by the matching "prepare" step.
 DISTANCE_REGISTRY = Registry("distance metric")
+# Rows normalised at a time: bounds the temporaries of the norm to a few MB.
+_NORM_ROWS = 4096
 
 
 class DistanceMetric(abc.ABC):
@@ -60,7 +63,18 @@ class CosineDistance(DistanceMetric):
     segment_additive = True
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, p=2, dim=1)
+        """Rows scaled to unit length (``F.normalize``'s values), without a full-size temporary; rows
+        already of unit length (an ensemble's fused features, normalised embeddings) are returned as
+        they are, so evaluating them needs no copy whatever their width."""
+        norms = torch.cat([torch.linalg.vector_norm(features[a : a + _NORM_ROWS], dim=1)
+                           for a in range(0, features.shape[0], _NORM_ROWS)] or [features.new_zeros(0)])
+        if features.is_floating_point() and bool(((norms - 1).abs() <= 8 * torch.finfo(features.dtype).eps).all()):
+            return features
+        denominators = norms.clamp_min(1e-12)[:, None]  # F.normalize's eps
+        out = torch.empty_like(features)
+        for a in range(0, features.shape[0], _NORM_ROWS):
+            torch.div(features[a : a + _NORM_ROWS], denominators[a : a + _NORM_ROWS], out=out[a : a + _NORM_ROWS])
+        return out
 
     def pairwise(self, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         if out is None:

@@ -4,13 +4,18 @@ Two ways (``FUSION_REGISTRY``, ``omnireid ensemble --fusion``), both returning *
 protocol evaluators, flip TTA, AQE, re-ranking and the memory-bounded block paths apply unchanged
 (no model's query x gallery matrix is ever formed):
 
-- ``concat``: ``[w_1 f_1/|f_1|, ..., w_M f_M/|f_M|]`` (each model's feature L2-normalised, weighted).
+- ``concat``: ``[w_1 f_1/|f_1|, ..., w_M f_M/|f_M|]`` (each model's feature L2-normalised, weighted),
+  prepared by the metric (cosine: scaled to unit length, which changes no cosine distance).
 - ``distance``: the weighted mean of the models' distances, ``d = sum_i (w_i / W) d_i(x_i, y_i)``
   with ``W = sum_i w_i``. For a metric that is additive over segments of prepared features
   (``DistanceMetric.segment_additive``: cosine = half the squared distance of unit vectors, squared
   euclidean), this mean is *exactly* the metric of the concatenation
   ``[sqrt(w_1/W) p(f_1), ..., sqrt(w_M/W) p(f_M)]`` (``p`` = the metric's ``prepare``; for cosine the
   concatenation already has unit norm, so preparing it again changes nothing).
+
+Both return features the metric has prepared: the evaluator then ranks them without a prepared
+copy, so a fused evaluation needs no more memory than one model's (its distance blocks are bounded
+by ``TEST.MEMORY_BUDGET_MB`` whatever the feature width; ``benchmarks/ensemble_memory.py``).
 """
 from __future__ import annotations
 
@@ -48,8 +53,9 @@ def _float(features: torch.Tensor) -> torch.Tensor:
 
 @FUSION_REGISTRY.register("concat")
 def concat_fusion(features: Sequence[torch.Tensor], weights: Sequence[float], metric: DistanceMetric) -> torch.Tensor:
-    """Each model's feature L2-normalised and multiplied by its weight, concatenated."""
-    return torch.cat([w * F.normalize(_float(f), p=2, dim=1) for f, w in zip(features, weights)], dim=1)
+    """Each model's feature L2-normalised and multiplied by its weight, concatenated (then prepared
+    by ``metric``: for cosine, a uniform scale to unit length)."""
+    return metric.prepare(torch.cat([w * F.normalize(_float(f), p=2, dim=1) for f, w in zip(features, weights)], dim=1))
 
 
 @FUSION_REGISTRY.register("distance")

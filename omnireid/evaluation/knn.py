@@ -10,10 +10,18 @@ When the query set *is* the gallery (``gallery=None``), the distance of a pair `
 once (as row ``i``, column ``j``) and serves both rows, halving the GEMM work, and every item is
 masked from its own row by its index (never by dropping the top hit). Distances come from the
 registered metric (:mod:`omnireid.evaluation.distance`), like every other evaluation path.
+
+Threads: the GEMMs use the caller's torch thread setting; the selection of a tile is split into
+independent tasks (slabs of rows, and the mirrored columns, which update disjoint running lists)
+run by ``num_threads`` Python threads, each on one torch thread. Separate single-threaded tasks keep
+both cores busy without the synchronisation that makes torch's multi-threaded element-wise ops slow
+down when the cores are shared.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -125,16 +133,82 @@ def _offer(state: _RunningTopK, block: torch.Tensor, state0: int, item0: int, va
     flat = torch.from_numpy(_candidates(mask))
     r = torch.div(flat, cols, rounding_mode="floor")
     c = flat - r * cols
-    values = block.reshape(-1)[flat]
+    values = block[r, c]  # the block may be a column slab (not contiguous)
     if transposed:
         state.merge(c + state0, values, r + item0)
     else:
         state.merge(r + state0, values, c + item0)
 
 
-def _tile_size(num_items: int, memory_budget_mb: float, element_size: int) -> int:
-    side = int((memory_budget_mb * 2**20 / (2 * (element_size + _TILE_BYTES_PER_ELEMENT))) ** 0.5)
+def _tile_size(num_items: int, memory_budget_mb: float, element_size: int, workers: int) -> int:
+    # the tile and one candidate mask per selection task (one per worker and direction at most)
+    per_element = element_size + _TILE_BYTES_PER_ELEMENT - 1 + min(workers, 2)
+    side = int((memory_budget_mb * 2**20 / (2 * per_element)) ** 0.5)
     return max(min(MAX_TILE, num_items, side), 1)
+
+
+class _Workers:
+    """Runs independent selection tasks on ``count`` threads (the caller's included)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="knn") if count > 1 else None
+
+    def run(self, tasks: list[Callable[[], None]]) -> None:
+        if self._pool is None or len(tasks) == 1:
+            for task in tasks:
+                task()
+            return
+        futures = [self._pool.submit(task) for task in tasks[1:]]
+        tasks[0]()
+        for future in futures:
+            future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+class _Selection:
+    """Offers tiles to the running lists, split into slabs that update disjoint rows of the state:
+    with ``mirrored`` tiles (the symmetric search), row slabs and column slabs."""
+
+    def __init__(self, state: _RunningTopK, tile: int, workers: _Workers, mirrored: bool) -> None:
+        self.state, self.workers, self.mirrored = state, workers, mirrored
+        count = workers.count
+        self.row_pieces = max(1, count // 2) if mirrored else count
+        self.col_pieces = max(1, count - self.row_pieces) if mirrored else 0
+        slab = -(-tile // min(self.row_pieces, self.col_pieces or self.row_pieces))
+        # one candidate-mask buffer per concurrent task (tasks of one thread run one after another)
+        self.buffers = [np.empty(slab * tile, dtype=bool) for _ in range(min(count, self.row_pieces + self.col_pieces))]
+
+    def _tasks(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None, pieces: int,
+               first_buffer: int, transposed: bool) -> list[Callable[[], None]]:
+        """Tasks offering ``block`` to the state rows of its rows (or of its columns, ``transposed``)."""
+        length = block.shape[1 if transposed else 0]
+        step = -(-length // pieces)
+        tasks = []
+        for n, a in enumerate(range(0, length, step)):
+            part = block[:, a : a + step] if transposed else block[a : a + step]
+            part_valid = None if valid is None else (valid[:, a : a + step] if transposed else valid[a : a + step])
+            buffer = self.buffers[(first_buffer + n) % len(self.buffers)]
+            tasks.append(lambda part=part, part_valid=part_valid, a=a, buffer=buffer: _offer(
+                self.state, part, row0 + a, col0, part_valid, buffer, transposed=transposed))
+        return tasks
+
+    def offer(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None = None) -> None:
+        """Offer ``block`` (rows ``row0..``, columns ``col0..``) to its rows and, when mirrored, to
+        its columns as rows (the pair ``(i, j)`` serves row ``j`` too)."""
+        rows = self._tasks(block, row0, col0, valid, self.row_pieces, 0, transposed=False)
+        if not self.mirrored:
+            self.workers.run(rows)
+            return
+        cols = self._tasks(block, col0, row0, valid, self.col_pieces, self.row_pieces, transposed=True)
+        if row0 == col0:  # a diagonal tile: its rows and columns are the same lists
+            self.workers.run(rows)
+            self.workers.run(cols)
+        else:
+            self.workers.run(rows + cols)
 
 
 def nearest_neighbours(
@@ -144,13 +218,13 @@ def nearest_neighbours(
     metric: str | DistanceMetric = "cosine",
     memory_budget_mb: float = 1024,
     exclude_self: bool | None = None,
-    num_threads: int | None = 1,
+    num_threads: int | None = None,
 ) -> Neighbours:
     """The ``k`` nearest gallery items of every query, exact, ties by the smaller gallery index.
 
     ``gallery=None``: the query set is the gallery and each item is excluded from its own list by
     its index. ``memory_budget_mb`` bounds the live distance tile (the result itself is
-    ``num_query x k``). ``num_threads``: torch threads for everything but the GEMMs.
+    ``num_query x k``). ``num_threads``: selection threads (None: the torch thread setting).
     """
     m = get_metric(metric) if isinstance(metric, str) else metric
     q = prepare_features(query, m, "query features")
@@ -160,10 +234,12 @@ def nearest_neighbours(
 
 def search_prepared(q: torch.Tensor, g: torch.Tensor | None, k: int, metric: DistanceMetric,
                     memory_budget_mb: float = 1024, exclude_self: bool | None = None,
-                    num_threads: int | None = 1) -> Neighbours:
+                    num_threads: int | None = None) -> Neighbours:
     """:func:`nearest_neighbours` on features already prepared by ``metric`` (e.g. L2-normalised)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     same = g is None
     g = q if g is None else g
     if q.shape[1] != g.shape[1]:
@@ -174,13 +250,17 @@ def search_prepared(q: torch.Tensor, g: torch.Tensor | None, k: int, metric: Dis
     if exclude_self and q.shape[0] > g.shape[0]:
         raise ValueError(f"exclude_self needs the queries to be the first gallery items, got {q.shape[0]} queries "
                          f"and {g.shape[0]} gallery items")
-    tile = _tile_size(max(q.shape[0], g.shape[0]), memory_budget_mb, q.element_size())
-    state_bytes = q.shape[0] * k * _STATE_BYTES_PER_NEIGHBOUR
     gemm_threads = torch.get_num_threads()  # the caller's setting, for the GEMMs only
-    with torch_threads(num_threads):
-        if same and state_bytes <= memory_budget_mb * 2**20:
-            return _symmetric_search(q, k, metric, tile, gemm_threads)
-        return _one_sided_search(q, g, k, metric, tile, exclude_self, memory_budget_mb, gemm_threads)
+    workers = _Workers(num_threads or gemm_threads)
+    tile = _tile_size(max(q.shape[0], g.shape[0]), memory_budget_mb, q.element_size(), workers.count)
+    state_bytes = q.shape[0] * k * _STATE_BYTES_PER_NEIGHBOUR
+    try:
+        with torch_threads(1):  # each selection task on one torch thread
+            if same and state_bytes <= memory_budget_mb * 2**20:
+                return _symmetric_search(q, k, metric, tile, gemm_threads, workers)
+            return _one_sided_search(q, g, k, metric, tile, exclude_self, memory_budget_mb, gemm_threads, workers)
+    finally:
+        workers.close()
 
 
 def _gemm(metric: DistanceMetric, x: torch.Tensor, y: torch.Tensor, threads: int, buffer: torch.Tensor) -> torch.Tensor:
@@ -189,7 +269,8 @@ def _gemm(metric: DistanceMetric, x: torch.Tensor, y: torch.Tensor, threads: int
         return metric.pairwise(x, y, out=out)
 
 
-def _symmetric_search(x: torch.Tensor, k: int, metric: DistanceMetric, tile: int, gemm_threads: int) -> Neighbours:
+def _symmetric_search(x: torch.Tensor, k: int, metric: DistanceMetric, tile: int, gemm_threads: int,
+                      workers: _Workers) -> Neighbours:
     """Every pair ``i < j`` computed once in an upper-triangle tile and offered to both rows.
 
     Tiles go column block by column block, the diagonal tile first, so that a row block meets its
@@ -197,7 +278,7 @@ def _symmetric_search(x: torch.Tensor, k: int, metric: DistanceMetric, tile: int
     """
     n = x.shape[0]
     state = _RunningTopK(n, k, n, x.dtype)
-    buffer = np.empty(tile * tile, dtype=bool)
+    selection = _Selection(state, tile, workers, mirrored=True)
     out = torch.empty(tile * tile, dtype=x.dtype)
     upper = torch.ones(tile, tile, dtype=torch.bool).triu_(1)
     for j in range(0, n, tile):
@@ -205,22 +286,22 @@ def _symmetric_search(x: torch.Tensor, k: int, metric: DistanceMetric, tile: int
         for i in [j, *range(0, j, tile)]:
             block = _gemm(metric, x[i : i + tile], xj, gemm_threads, out)
             valid = upper[: block.shape[0], : block.shape[1]] if i == j else None
-            _offer(state, block, i, j, valid, buffer)
-            _offer(state, block, j, i, valid, buffer, transposed=True)
+            selection.offer(block, i, j, valid)
     return state.result()
 
 
 def _one_sided_search(q: torch.Tensor, g: torch.Tensor, k: int, metric: DistanceMetric, tile: int,
-                      exclude_self: bool, memory_budget_mb: float, gemm_threads: int) -> Neighbours:
+                      exclude_self: bool, memory_budget_mb: float, gemm_threads: int,
+                      workers: _Workers) -> Neighbours:
     """Query chunks swept over gallery tiles; the running lists of one chunk at a time."""
     nq, ng = q.shape[0], g.shape[0]
     chunk = max(tile, min(nq, rows_per_chunk(k, _STATE_BYTES_PER_NEIGHBOUR, memory_budget_mb / 2)))
     distances, indices = [], []
-    buffer = np.empty(tile * tile, dtype=bool)
     out = torch.empty(tile * tile, dtype=q.dtype)
     for c0 in range(0, nq, chunk):
         qc = q[c0 : c0 + chunk]
         state = _RunningTopK(qc.shape[0], k, ng, q.dtype)
+        selection = _Selection(state, tile, workers, mirrored=False)
         for i in range(0, qc.shape[0], tile):
             qi = qc[i : i + tile]
             for j in range(0, ng, tile):
@@ -229,8 +310,18 @@ def _one_sided_search(q: torch.Tensor, g: torch.Tensor, k: int, metric: Distance
                 if exclude_self and j < c0 + i + qi.shape[0] and c0 + i < j + block.shape[1]:
                     rows = torch.arange(c0 + i, c0 + i + qi.shape[0])[:, None]
                     valid = rows != torch.arange(j, j + block.shape[1])[None, :]
-                _offer(state, block, i, j, valid, buffer)
+                selection.offer(block, i, j, valid)
         res = state.result()
         distances.append(res.distances)
         indices.append(res.indices)
     return Neighbours(torch.cat(distances), torch.cat(indices))
+
+
+def without_own_index(distances: torch.Tensor, indices: torch.Tensor, own: torch.Tensor) -> Neighbours:
+    """Lists of ``k + 1`` without each query's own index ``own`` (or without the last entry when
+    the query is not in its list: ``k + 1`` items at least as near came first)."""
+    is_self = indices == own[:, None]
+    is_self[~is_self.any(dim=1), -1] = True
+    keep = ~is_self
+    n, width = indices.shape
+    return Neighbours(distances[keep].view(n, width - 1), indices[keep].view(n, width - 1))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .distance import get_metric, prepare_features
-from .knn import Neighbours, search_prepared
+from .knn import Neighbours, search_prepared, without_own_index
 from .rank import as_id_array
 from .topk import SEARCH_REGISTRY
 
@@ -94,12 +94,7 @@ def _external_search(q: torch.Tensor, g: torch.Tensor | None, k: int, metric, ba
     fetch = min(k + int(same), gallery.shape[0])
     dist, idx = search(q, gallery, fetch, metric, memory_budget_mb, **options)
     if same:
-        is_self = idx == torch.arange(len(idx))[:, None]
-        missing = ~is_self.any(dim=1)
-        is_self[missing, -1] = True
-        keep = ~is_self
-        dist = dist[keep].view(len(idx), fetch - 1)
-        idx = idx[keep].view(len(idx), fetch - 1)
+        return without_own_index(dist, idx, torch.arange(len(idx)))
     return Neighbours(dist, idx)
 
 
@@ -112,13 +107,14 @@ def evaluate_retrieval(
     metric: str = "cosine",
     memory_budget_mb: float = 1024,
     backend: str = "torch",
-    num_threads: int | None = 1,
+    num_threads: int | None = None,
     **options: Any,
 ) -> RetrievalMetrics:
     """Recall@K, R-Precision and MAP@R; without a gallery, each item is a query against all others.
 
     ``backend``: ``torch`` (exact, ties by gallery index) or a ``SEARCH_REGISTRY`` name (faiss;
-    ``options`` go to it). ``memory_budget_mb`` bounds the live distance tile.
+    ``options`` go to it). ``memory_budget_mb`` bounds the live distance tile. ``num_threads``: threads
+    of the exact search's selection (None: the torch thread setting, like its GEMMs).
     """
     if not recall_ks or min(recall_ks) < 1:
         raise ValueError(f"recall_ks must be positive integers, got {list(recall_ks)}")
