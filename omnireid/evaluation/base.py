@@ -104,12 +104,16 @@ class SampleEvaluator(abc.ABC):
         parts = [p for p in parts if p["data"] is not None]
         if not parts:
             raise RuntimeError(f"{type(self).__name__}.evaluate() called before any process()")
-        data = {k: torch.cat([p["data"][k] for p in parts]) for k in parts[0]["data"]}
+        # one process's tensors are used as they are, and reordered only when out of order: every
+        # copy of the test set's features would add to the evaluation's peak memory
+        data = parts[0]["data"] if len(parts) == 1 else \
+            {k: torch.cat([p["data"][k] for p in parts]) for k in parts[0]["data"]}
         if all(p["indices"] is not None for p in parts):
             indices = torch.cat([p["indices"] for p in parts])
             uniq, first = np.unique(indices.numpy(), return_index=True)
             if len(uniq) != uniq[-1] + 1 or uniq[0] != 0:
                 raise ValueError(f"test-set indices do not cover 0..{len(uniq) - 1}: {len(uniq)} distinct, max {uniq[-1]}")
-            order = torch.from_numpy(first)  # sorted by index; the first occurrence of each
-            data = {k: v[order] for k, v in data.items()}
+            if len(first) != len(indices) or not np.array_equal(first, np.arange(len(first))):
+                order = torch.from_numpy(first)  # sorted by index; the first occurrence of each
+                data = {k: v[order] for k, v in data.items()}
         return data
