@@ -7,7 +7,7 @@ sets of 120 held-out identities, seed 0) into ``WORK/data``, trains the iResNet 
 (seed 0, ``configs/Face/distill-teacher_iresnet.yml``), then for every seed the MobileFaceNet student
 alone (``distill-student_mbf.yml``) and distilled from the teacher's margin-free ArcFace logits
 (``distill-kd_iresnet-mbf.yml``: ``Distiller``, JS-divergence KD at T = 4), one ``omnireid train`` at
-a time in a subprocess. Runs whose ``model_final.pth`` exists are not trained again. Prints the
+a time in a subprocess. Runs whose final evaluation is in ``metrics.json`` are not trained again. Prints the
 markdown table (10-fold verification accuracy of the final evaluation, in %); ``--write-doc``
 replaces the block between the ``face-distillation-table`` markers of docs/face.md with the
 commands and the table.
@@ -34,6 +34,14 @@ ROWS = {  # name -> (label, config, uses the teacher)
 }
 
 
+def prepare_data(work: Path) -> None:
+    """The face demo's synthetic data (seed 0) in ``work/data``, written once."""
+    from omnireid.engine.demo import DEMO_REGISTRY
+    from omnireid.tasks.face import demo  # noqa: F401  (registers the face demo)
+
+    DEMO_REGISTRY.get("face").prepare_data(str(work / "data"), 0)
+
+
 def run_dir(work: Path, name: str, seed: int | None = None) -> Path:
     return work / "runs" / (name if seed is None else f"{name}_s{seed}")
 
@@ -42,8 +50,20 @@ def teacher_overrides(teacher: Path) -> list[str]:
     return ["KD.MODEL_CONFIG", f"['{teacher / 'config.yaml'}']", "KD.MODEL_WEIGHTS", f"['{teacher / 'model_final.pth'}']"]
 
 
+def complete(out: Path) -> bool:
+    """A run is complete once its final evaluation is logged (``model_final.pth`` is written before it)."""
+    weights, metrics = out / "model_final.pth", out / "metrics.json"
+    if not (weights.exists() and metrics.exists()) or metrics.stat().st_mtime < weights.stat().st_mtime:
+        return False
+    try:
+        final_accuracy(out)
+    except SystemExit:
+        return False
+    return True
+
+
 def train(config: str, out: Path, work: Path, seed: int, extra: list[str]) -> None:
-    if (out / "model_final.pth").exists():
+    if complete(out):
         print(f"[skip] {out} is complete", flush=True)
         return
     cmd = [sys.executable, "-m", "omnireid", "train", "--config-file", config, "SEED", str(seed),
@@ -96,7 +116,8 @@ def doc_block(seeds: list[int], rows: str) -> str:
     kd = f"KD.MODEL_CONFIG \"['{teacher}/config.yaml']\" KD.MODEL_WEIGHTS \"['{teacher}/model_final.pth']\" "
     lines = [BEGIN, "", "```bash", f"python scripts/face_distillation_table.py --work-dir WORK --seeds {seed_list} "
              "--write-doc", "```", "", "which runs (`WORK` is any folder):", "", "```bash",
-             "python -c \"from omnireid.tasks.face.demo import prepare_face_demo as p; p('WORK/data', 0)\"",
+             "python -c \"import omnireid.tasks.face.demo; from omnireid.engine.demo import DEMO_REGISTRY as R; "
+             "R.get('face').prepare_data('WORK/data', 0)\"",
              f"python -m omnireid train --config-file {TEACHER[0]} SEED 0 DATASETS.ROOT WORK/data OUTPUT_DIR {teacher}",
              f"for seed in {seed_list}; do"]
     for name, (_, config, uses_teacher) in ROWS.items():
@@ -114,11 +135,8 @@ def main() -> int:
     parser.add_argument("--write-doc", action="store_true", help="replace the table block of docs/face.md")
     args = parser.parse_args()
     work = args.work_dir.resolve()
-
     sys.path.insert(0, str(REPO))
-    from omnireid.tasks.face.demo import prepare_face_demo
-
-    prepare_face_demo(str(work / "data"), 0)
+    prepare_data(work)
     teacher = run_dir(work, TEACHER[1])
     train(TEACHER[0], teacher, work, 0, [])
     for seed in args.seeds:
