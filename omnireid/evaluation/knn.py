@@ -141,7 +141,7 @@ def _offer(state: _RunningTopK, block: torch.Tensor, state0: int, item0: int, va
 
 
 def _tile_size(num_items: int, memory_budget_mb: float, element_size: int, workers: int) -> int:
-    # the tile and one candidate mask per selection task (one per worker and direction at most)
+    # the tile and the selection tasks' candidate masks (one tile's worth per direction)
     per_element = element_size + _TILE_BYTES_PER_ELEMENT - 1 + min(workers, 2)
     side = int((memory_budget_mb * 2**20 / (2 * per_element)) ** 0.5)
     return max(min(MAX_TILE, num_items, side), 1)
@@ -177,21 +177,23 @@ class _Selection:
         self.state, self.workers, self.mirrored = state, workers, mirrored
         count = workers.count
         self.row_pieces = max(1, count // 2) if mirrored else count
-        self.col_pieces = max(1, count - self.row_pieces) if mirrored else 0
-        slab = -(-tile // min(self.row_pieces, self.col_pieces or self.row_pieces))
-        # one candidate-mask buffer per concurrent task (tasks of one thread run one after another)
-        self.buffers = [np.empty(slab * tile, dtype=bool) for _ in range(min(count, self.row_pieces + self.col_pieces))]
+        self.col_pieces = max(1, count - self.row_pieces)
+        # one candidate mask per concurrent task: two tiles' worth in all (one with a single thread,
+        # whose tasks run one after another)
+        self.row_buffers = [np.empty(-(-tile // self.row_pieces) * tile, dtype=bool) for _ in range(self.row_pieces)]
+        self.col_buffers = self.row_buffers if count == 1 or not mirrored else \
+            [np.empty(-(-tile // self.col_pieces) * tile, dtype=bool) for _ in range(self.col_pieces)]
 
-    def _tasks(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None, pieces: int,
-               first_buffer: int, transposed: bool) -> list[Callable[[], None]]:
-        """Tasks offering ``block`` to the state rows of its rows (or of its columns, ``transposed``)."""
+    def _tasks(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None,
+               buffers: list[np.ndarray], transposed: bool) -> list[Callable[[], None]]:
+        """Tasks offering ``block`` to the state rows of its rows (or of its columns, ``transposed``),
+        one slab per buffer."""
         length = block.shape[1 if transposed else 0]
-        step = -(-length // pieces)
+        step = -(-length // len(buffers))
         tasks = []
-        for n, a in enumerate(range(0, length, step)):
+        for a, buffer in zip(range(0, length, step), buffers):
             part = block[:, a : a + step] if transposed else block[a : a + step]
             part_valid = None if valid is None else (valid[:, a : a + step] if transposed else valid[a : a + step])
-            buffer = self.buffers[(first_buffer + n) % len(self.buffers)]
             tasks.append(lambda part=part, part_valid=part_valid, a=a, buffer=buffer: _offer(
                 self.state, part, row0 + a, col0, part_valid, buffer, transposed=transposed))
         return tasks
@@ -199,11 +201,11 @@ class _Selection:
     def offer(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None = None) -> None:
         """Offer ``block`` (rows ``row0..``, columns ``col0..``) to its rows and, when mirrored, to
         its columns as rows (the pair ``(i, j)`` serves row ``j`` too)."""
-        rows = self._tasks(block, row0, col0, valid, self.row_pieces, 0, transposed=False)
+        rows = self._tasks(block, row0, col0, valid, self.row_buffers, transposed=False)
         if not self.mirrored:
             self.workers.run(rows)
             return
-        cols = self._tasks(block, col0, row0, valid, self.col_pieces, self.row_pieces, transposed=True)
+        cols = self._tasks(block, col0, row0, valid, self.col_buffers, transposed=True)
         if row0 == col0:  # a diagonal tile: its rows and columns are the same lists
             self.workers.run(rows)
             self.workers.run(cols)
