@@ -152,7 +152,10 @@ class _Workers:
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="knn") if count > 1 else None
+        # torch.set_num_threads in each worker: OpenMP's thread count is per calling thread, so a
+        # fresh thread would otherwise run torch ops on a team of its own (oversubscribed, spinning)
+        self._pool = ThreadPoolExecutor(count - 1, thread_name_prefix="knn", initializer=torch.set_num_threads,
+                                        initargs=(1,)) if count > 1 else None
 
     def run(self, tasks: list[Callable[[], None]]) -> None:
         if self._pool is None or len(tasks) == 1:
