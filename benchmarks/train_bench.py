@@ -6,11 +6,12 @@ Step = forward + losses + backward + optimizer step on one fixed batch (P x K id
 variants timed round-robin (fair under a fluctuating load). Ratios are FastReID's median over the
 variant's (> 1: faster than FastReID). Variants (omnireid, same config file as FastReID's model):
 
-- ``default``: the shipped defaults (MODEL.CHANNELS_LAST auto, SOLVER.OPT_IMPL auto);
-- ``channels_last off``, ``optimizer for-loop``: one option switched off, to show what it contributes;
-- ``all off``: both off (FastReID's execution choices, omnireid's merged parameter groups);
-- ``+ compile``: MODEL.COMPILE.ENABLED (``--compile``; inductor by default, compiled before timing);
-- ``+ bf16 autocast``: only where the CPU has native bf16 (else skipped with a note).
+- ``omnireid default``: the shipped defaults (SOLVER.AMP on: bf16 autocast on CPUs with native bf16,
+  fp32 elsewhere; MODEL.CHANNELS_LAST auto; SOLVER.OPT_IMPL auto);
+- ``bf16 autocast off``, ``channels_last off``, ``optimizer for-loop``: one option switched off, to
+  show what it contributes (the autocast row only where the CPU has native bf16);
+- ``all off``: all three off (FastReID's execution choices, omnireid's merged parameter groups);
+- ``+ compile``: the defaults plus MODEL.COMPILE.ENABLED (``--compile``; compiled before timing).
 
 The whole loop (data loading + step, images/s) runs omnireid's Trainer on the synthetic dataset
 (written to a temporary folder) for ``--loop-iters`` iterations after warm-up, default vs all off.
@@ -45,7 +46,11 @@ MODELS = {
     "bot_R50": os.path.join(ROOT, "configs", "Market1501", "bagtricks_R50.yml"),
     "sbs_R50-ibn": os.path.join(ROOT, "configs", "Market1501", "sbs_R50-ibn.yml"),
 }
-OFF = ["MODEL.CHANNELS_LAST", "false", "SOLVER.OPT_IMPL", "for-loop"]
+# each speed option switched off (omnireid config overrides)
+AMP_OFF = ["SOLVER.AMP.ENABLED", "False"]
+CHANNELS_LAST_OFF = ["MODEL.CHANNELS_LAST", "false"]
+FOR_LOOP = ["SOLVER.OPT_IMPL", "for-loop"]
+OFF = AMP_OFF + CHANNELS_LAST_OFF + FOR_LOOP
 
 
 @dataclass
@@ -55,9 +60,10 @@ class Variant:
 
 
 def shared_overrides(args: argparse.Namespace) -> list[str]:
+    """Keys both toolboxes read (FastReID's SOLVER.AMP is CUDA-only: it trains in fp32 on CPU)."""
     return ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAIN", "False", "MODEL.HEADS.NUM_CLASSES",
             str(args.num_classes), "INPUT.SIZE_TRAIN", str(list(args.size)), "SOLVER.IMS_PER_BATCH", str(args.batch),
-            "SOLVER.AMP.ENABLED", "False", "DATALOADER.NUM_INSTANCE", "4"]  # K = 4 as make_batch (SBS: 16)
+            "DATALOADER.NUM_INSTANCE", "4"]  # K = 4 as make_batch (SBS: 16)
 
 
 def make_batch(args: argparse.Namespace) -> dict:
@@ -69,8 +75,9 @@ def make_batch(args: argparse.Namespace) -> dict:
     return {"images": images, "targets": targets, "camids": torch.zeros(args.batch, dtype=torch.long)}
 
 
-def omnireid_step(config_file: str, args: argparse.Namespace, batch: dict, opts: list[str],
-                  amp: bool = False) -> Callable[[], None]:
+def omnireid_step(config_file: str, args: argparse.Namespace, batch: dict, opts: list[str]) -> Callable[[], None]:
+    """omnireid's model, optimizer and autocast as its Trainer builds them from the config."""
+    from omnireid.engine.trainer import autocast_dtype
     from omnireid.modeling import build_model
     from omnireid.modeling.acceleration import accelerate
     from omnireid.solver import build_optimizer
@@ -83,8 +90,9 @@ def omnireid_step(config_file: str, args: argparse.Namespace, batch: dict, opts:
     model = accelerate(cfg, build_model(cfg).to(device).train(), device)
     optimizer = build_optimizer(cfg, model)
 
+    dtype = autocast_dtype(cfg, device)
     return training_step(model, optimizer, batch,
-                         lambda: torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext())
+                         lambda: torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext())
 
 
 def training_step(model, optimizer, batch: dict, context: Callable[[], Any]) -> Callable[[], None]:
@@ -127,17 +135,18 @@ def fastreid_step(config_file: str, args: argparse.Namespace, batch: dict) -> Ca
 
 def step_variants(model_name: str, args: argparse.Namespace, batch: dict) -> list[Variant]:
     config_file = MODELS[model_name]
-    variants = [Variant("omnireid default", omnireid_step(config_file, args, batch, [])),
-                Variant("channels_last off", omnireid_step(config_file, args, batch, OFF[:2])),
-                Variant("optimizer for-loop", omnireid_step(config_file, args, batch, OFF[2:])),
-                Variant("all off", omnireid_step(config_file, args, batch, OFF))]
+    variants = [Variant("omnireid default", omnireid_step(config_file, args, batch, []))]
+    if cpu_has_native_bf16():
+        variants.append(Variant("bf16 autocast off", omnireid_step(config_file, args, batch, AMP_OFF)))
+    else:
+        print("note: this CPU has no native bf16 (AVX512-BF16/AMX): the defaults train in fp32 here, "
+              "so there is no bf16 autocast row")
+    variants += [Variant("channels_last off", omnireid_step(config_file, args, batch, CHANNELS_LAST_OFF)),
+                 Variant("optimizer for-loop", omnireid_step(config_file, args, batch, FOR_LOOP)),
+                 Variant("all off", omnireid_step(config_file, args, batch, OFF))]
     if args.compile:
         variants.append(Variant(f"+ compile ({args.compile})", omnireid_step(
             config_file, args, batch, ["MODEL.COMPILE.ENABLED", "True", "MODEL.COMPILE.BACKEND", args.compile])))
-    if cpu_has_native_bf16():
-        variants.append(Variant("+ bf16 autocast", omnireid_step(config_file, args, batch, [], amp=True)))
-    else:
-        print("note: this CPU has no native bf16 (AVX512-BF16/AMX): the bf16 autocast row is skipped")
     reference = fastreid_step(config_file, args, batch)
     if reference is not None:
         variants.append(Variant("FastReID 1.4.0", reference))

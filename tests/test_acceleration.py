@@ -43,8 +43,10 @@ def features(model, data):
 def test_channels_last_auto_resolution():
     model = build_model(tiny_cfg("MODEL.CHANNELS_LAST", "auto"))
     assert channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), model, CPU)
-    assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), model, torch.device("cuda"))  # fp32 on CUDA: off
-    assert channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto", "SOLVER.AMP.ENABLED", "True"), model, torch.device("cuda"))
+    fp32 = tiny_cfg("MODEL.CHANNELS_LAST", "auto", "SOLVER.AMP.ENABLED", "False")
+    assert not channels_last_enabled(fp32, model, torch.device("cuda"))  # fp32 on CUDA: off
+    assert channels_last_enabled(tiny_cfg(), model, torch.device("cuda"))  # the defaults: auto, with AMP
+    assert channels_last_enabled(tiny_cfg(), model, CPU)
     assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "false"), model, CPU)
     assert not channels_last_enabled(tiny_cfg("MODEL.CHANNELS_LAST", "auto"), torch.nn.Linear(3, 3), CPU)  # nothing to convert
     with pytest.raises(ConfigError, match="CHANNELS_LAST"):
@@ -106,13 +108,92 @@ def test_native_bf16_detection_follows_the_cpu_flags(monkeypatch):
 def test_cpu_amp_auto_uses_bf16_only_where_native(monkeypatch, caplog):
     from omnireid.engine import trainer
 
-    cfg = tiny_cfg("SOLVER.AMP.ENABLED", "True")
+    cfg = tiny_cfg()  # the default: SOLVER.AMP.ENABLED True, DTYPE auto
+    assert cfg.SOLVER.AMP.ENABLED is True and cfg.SOLVER.AMP.DTYPE == "auto"
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
-    assert trainer._autocast_dtype(cfg, CPU) is torch.bfloat16
+    assert trainer.autocast_dtype(cfg, CPU) is torch.bfloat16
+    assert trainer.autocast_dtype(cfg, torch.device("cuda")) is torch.float16
     monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
-    with caplog.at_level(logging.WARNING):
-        assert trainer._autocast_dtype(cfg, CPU) is None
+    with caplog.at_level(logging.INFO):
+        assert trainer.autocast_dtype(cfg, CPU) is None
     assert "no native bf16" in caplog.text
     forced = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bf16")
-    assert trainer._autocast_dtype(forced, CPU) is torch.bfloat16
+    assert trainer.autocast_dtype(forced, CPU) is torch.bfloat16
+    assert trainer.autocast_dtype(tiny_cfg("SOLVER.AMP.ENABLED", "False"), CPU) is None
 
+
+
+@pytest.mark.skipif(not hardware.cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): "
+                    "the defaults train in fp32 here")
+def test_default_training_step_runs_in_bf16_and_learns():
+    """The defaults on a native-bf16 CPU: bf16 autocast + channels_last; the loss is finite and falls."""
+    from omnireid.engine.trainer import autocast_dtype
+    from omnireid.solver import build_optimizer
+
+    cfg = tiny_cfg("SOLVER.OPT", "Adam", "SOLVER.BASE_LR", "0.001")
+    dtype = autocast_dtype(cfg, CPU)
+    assert dtype is torch.bfloat16
+    torch.manual_seed(0)
+    model = accelerate(cfg, build_model(cfg), CPU).train()
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    seen = []
+    model.backbone.layer1[0].register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    losses = []
+    for _ in range(6):
+        with torch.autocast("cpu", dtype=dtype):
+            total = sum(model(batch()).values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        losses.append(total.item())
+    assert seen[0] is torch.bfloat16 and all(p.dtype is torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_export_of_a_channels_last_model_gives_the_same_graph_outputs(tmp_path):
+    """Export copies the model into its own eager, contiguous form: a model trained with
+    channels_last exports to the same ONNX outputs as its NCHW twin, and passes parity."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from export_models import INPUT_SIZE, build_eval_model, parity_batch
+
+    from omnireid.export import ExportOptions, export_model
+    from omnireid.modeling.acceleration import to_channels_last
+
+    nchw, cfg = build_eval_model("bot_r18")
+    nhwc, _ = build_eval_model("bot_r18")
+    to_channels_last(nhwc)
+    assert nhwc.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images, source = parity_batch(cfg, count=3)
+    outputs = []
+    for name, model in (("nchw", nchw), ("nhwc", nhwc)):
+        report = export_model(model, "onnx", str(tmp_path / name), ExportOptions(input_size=INPUT_SIZE), images,
+                              source, latency_runs=1)
+        assert report["parity"]["passed"], report["parity"]
+        session = ort.InferenceSession(str(tmp_path / name / "model.onnx"), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"images": images.float().numpy()})[0])
+    assert nhwc.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # caller's model untouched
+    torch.testing.assert_close(torch.from_numpy(outputs[1]), torch.from_numpy(outputs[0]), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        eager = nchw(images.float())["features"]
+    torch.testing.assert_close(torch.from_numpy(outputs[1]), eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_exact_resume_with_compile_on(backend, synthetic_root, tmp_path, make_tiny_cfg):
+    """MODEL.COMPILE keeps state-dict keys and recompiles on resume: interrupted + resumed equals uninterrupted."""
+    from test_engine import Interrupt, final_state, train
+
+    opts = ["MODEL.COMPILE.ENABLED", "True", "MODEL.COMPILE.BACKEND", backend, "TEST.EVAL_PERIOD", "0"]
+    full = str(tmp_path / "full")
+    max_iter = train(make_tiny_cfg(synthetic_root, full, *opts))
+    split = str(tmp_path / "split")
+    cfg = make_tiny_cfg(synthetic_root, split, *opts)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, hooks=[Interrupt(at=max_iter - 1)])
+    train(cfg, resume=True)
+    a, b = final_state(full), final_state(split)
+    assert a.keys() == b.keys() and not any("_orig_mod" in key for key in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")

@@ -127,7 +127,10 @@ def test_two_process_ddp_equals_one_process_with_same_total_batch(synthetic_root
     opts = ["MODEL.LOSSES.NAME", "['CrossEntropyLoss']", "MODEL.BACKBONE.NORM", "GN",
             "MODEL.HEADS.WITH_BNNECK", "False", "INPUT.REA.ENABLED", "False", "INPUT.FLIP.ENABLED", "False",
             "INPUT.PADDING.ENABLED", "False", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "0",
-            "TEST.EVAL_PERIOD", "1"]
+            "TEST.EVAL_PERIOD", "1",
+            # fp32 NCHW: this test is about gradient averaging; bf16 autocast rounds each process's partial
+            # results and NHWC kernels sum in another order, either beyond the 1e-5 tolerance below.
+            "SOLVER.AMP.ENABLED", "False", "MODEL.CHANNELS_LAST", "false"]
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     _torchrun(1, one, synthetic_root, opts, make_tiny_cfg)
     _torchrun(2, two, synthetic_root, opts, make_tiny_cfg)

@@ -136,3 +136,28 @@ def test_bad_inputs_name_the_problem():
         evaluate_features(q, g[:, :4], p[0], p[1][:4], p[2], p[3][:4])
     with pytest.raises(TypeError, match="q_pids must hold integers"):
         evaluate_features(q, g[:, :4], p[0].astype(float), *p[1:])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_gallery_prepared_in_chunks_gives_the_brute_force_metrics(metric, monkeypatch):
+    """Large galleries are L2-normalised chunk by chunk (never copied whole): chunks of 7 rows
+    (not a divisor of the gallery) must give the brute-force metrics, on exact ties and on floats."""
+    from omnireid.evaluation import distance, features
+
+    q, g, id_arrays, dists = unambiguous_case(3)
+    exact = np.random.default_rng(5).choice([-1.0, 1.0], (60, 16)).astype(np.float32)
+    exact[30:] = exact[:30]  # duplicated gallery rows: exact ties
+    prepared_rows = []
+    original = distance.DISTANCE_REGISTRY.get(metric).prepare
+
+    def spy(self, feats, out=None):
+        prepared_rows.append(len(feats))
+        return original(self, feats, out=out)
+
+    monkeypatch.setattr(distance.DISTANCE_REGISTRY.get(metric), "prepare", spy)
+    monkeypatch.setattr(features, "GALLERY_CHUNK_BYTES", 7 * g.shape[1] * 4)
+    for gallery, dist in ((g, dists[metric]), (exact, numpy_distance(q, exact, metric))):
+        prepared_rows.clear()
+        res = evaluate_features(q, gallery, *id_arrays, metric=metric, max_rank=20, memory_budget_mb=0.01)
+        check(res, brute_rank(dist, *id_arrays, 20))
+        assert max(prepared_rows[1:]) == 7 and sum(prepared_rows[1:]) % len(gallery) == 0  # [0]: the query

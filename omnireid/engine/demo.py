@@ -74,7 +74,6 @@ def synthetic_data(folder: str | os.PathLike, write: Callable[..., object], **op
 def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = "",
              opts: Sequence[str] = ()) -> dict[str, dict[str, float]]:
     """Run the demo of ``task``; returns (and prints) ``{row name: metrics}``."""
-    from omnireid.modeling import build_model
 
     spec: DemoSpec = DEMO_REGISTRY.get(task)
     config_file = config_file or str(spec.config_file)
@@ -86,7 +85,7 @@ def run_demo(task: str, data_dir: str, data_seed: int = 0, config_file: str = ""
     spec.prepare_data(cfg.DATASETS.ROOT, data_seed)
 
     trainer = trainer_class(cfg)(cfg)  # fills the class count in its own copy of the config
-    untrained = trainer.test(trainer.cfg, build_model(trainer.cfg))
+    untrained = trainer.test(trainer.cfg, trainer.build_model(trainer.cfg))  # on its device, channels_last as trained
     trainer.train()
     trained, max_iter = trainer.latest_results, trainer.max_iter
     trainer.release()

@@ -44,7 +44,9 @@ class DistanceMetric(abc.ABC):
     # (omnireid.evaluation.fusion).
     segment_additive: bool = False
 
-    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+    def prepare(self, features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-feature-set preparation, row by row (a slice prepared alone gives the same rows as
+        the whole set: the gallery can be prepared in chunks); written into ``out`` when it makes a copy."""
         return features
 
     @abc.abstractmethod
@@ -62,7 +64,7 @@ class CosineDistance(DistanceMetric):
     name = "cosine"
     segment_additive = True
 
-    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+    def prepare(self, features: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rows scaled to unit length (``F.normalize``'s values), without a full-size temporary; rows
         already of unit length (an ensemble's fused features, normalised embeddings) are returned as
         they are, so evaluating them needs no copy whatever their width."""
@@ -71,7 +73,7 @@ class CosineDistance(DistanceMetric):
         if features.is_floating_point() and bool(((norms - 1).abs() <= 8 * torch.finfo(features.dtype).eps).all()):
             return features
         denominators = norms.clamp_min(1e-12)[:, None]  # F.normalize's eps
-        out = torch.empty_like(features)
+        out = torch.empty_like(features) if out is None else out
         for a in range(0, features.shape[0], _NORM_ROWS):
             torch.div(features[a : a + _NORM_ROWS], denominators[a : a + _NORM_ROWS], out=out[a : a + _NORM_ROWS])
         return out
@@ -137,20 +139,23 @@ def as_float_tensor(array: np.ndarray | torch.Tensor, what: str) -> torch.Tensor
     return tensor
 
 
-def prepare_features(features: np.ndarray | torch.Tensor, metric: DistanceMetric, what: str) -> torch.Tensor:
+def prepare_features(features: np.ndarray | torch.Tensor, metric: DistanceMetric, what: str,
+                     prepare: bool = True) -> torch.Tensor:
     feats = as_float_tensor(features, what)
     if feats.dim() != 2:
         raise ValueError(f"{what} must be 2-D (N, D), got shape {tuple(feats.shape)}")
-    return metric.prepare(feats).contiguous()
+    return (metric.prepare(feats) if prepare else feats).contiguous()
 
 
 def prepare_pair(
-    q_feats: np.ndarray | torch.Tensor, g_feats: np.ndarray | torch.Tensor, metric: str | DistanceMetric
+    q_feats: np.ndarray | torch.Tensor, g_feats: np.ndarray | torch.Tensor, metric: str | DistanceMetric,
+    prepare_gallery: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, DistanceMetric]:
-    """Validated, metric-prepared (e.g. L2-normalised) query and gallery features of one dtype."""
+    """Validated, metric-prepared (e.g. L2-normalised) query and gallery features of one dtype;
+    ``prepare_gallery=False`` leaves the gallery unprepared, for callers preparing it chunk by chunk."""
     m = get_metric(metric) if isinstance(metric, str) else metric
     q = prepare_features(q_feats, m, "query features")
-    g = prepare_features(g_feats, m, "gallery features")
+    g = prepare_features(g_feats, m, "gallery features", prepare=prepare_gallery)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features are {q.shape[1]}-d but gallery features are {g.shape[1]}-d")
     if q.dtype != g.dtype:
