@@ -140,7 +140,7 @@ def test_bad_inputs_name_the_problem():
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 def test_gallery_prepared_in_chunks_gives_the_brute_force_metrics(metric, monkeypatch):
-    """Large galleries are L2-normalised chunk by chunk (never copied whole): chunks of 7 rows
+    """Large galleries are prepared chunk by chunk (never copied whole): chunks of 7 rows
     (not a divisor of the gallery) must give the brute-force metrics, on exact ties and on floats."""
     from omnireid.evaluation import distance, features
 
@@ -156,6 +156,7 @@ def test_gallery_prepared_in_chunks_gives_the_brute_force_metrics(metric, monkey
 
     monkeypatch.setattr(distance.DISTANCE_REGISTRY.get(metric), "prepare", spy)
     monkeypatch.setattr(features, "GALLERY_CHUNK_BYTES", 7 * g.shape[1] * 4)
+    monkeypatch.setattr(features, "PREPARED_GALLERY_BUDGET_FRACTION", 0.0)  # never copied whole
     for gallery, dist in ((g, dists[metric]), (exact, numpy_distance(q, exact, metric))):
         prepared_rows.clear()
         res = evaluate_features(q, gallery, *id_arrays, metric=metric, max_rank=20, memory_budget_mb=0.01)

@@ -16,7 +16,9 @@ from .rank import WORK_BYTES_PER_ELEMENT, RankAccumulator, RankMetrics, rows_per
 
 # extra working bytes per block element when the ROC statistics are collected (mask + kept values)
 _ROC_BYTES_PER_ELEMENT = 5
-# Gallery features prepared (e.g. L2-normalised) per GEMM by FeatureDistanceBlocks: 32 MB (4,096 x 2048-d).
+# A gallery whose prepared (e.g. L2-normalised) copy takes more than this fraction of memory_budget_mb
+# is prepared per GEMM in chunks of GALLERY_CHUNK_BYTES (4,096 x 2048-d) instead of copied whole.
+PREPARED_GALLERY_BUDGET_FRACTION = 0.25
 GALLERY_CHUNK_BYTES = 32 * 2**20
 
 
@@ -34,29 +36,34 @@ class DistanceBlocks(Protocol):
 class FeatureDistanceBlocks:
     """Distance blocks computed from features with a registered metric.
 
-    ``query`` is prepared (:meth:`DistanceMetric.prepare`); ``gallery`` is not: its rows are prepared
-    ``GALLERY_CHUNK_BYTES`` at a time into one reused buffer for each block, so a large gallery is
-    never copied whole (at MSMT17 size the prepared copy alone was 673 MB, more than the blocks).
-    A gallery within one chunk is computed in one GEMM, as :func:`compute_distance` does.
+    ``query`` is prepared (:meth:`DistanceMetric.prepare`). A ``gallery`` not ``gallery_prepared``
+    is prepared ``GALLERY_CHUNK_BYTES`` of rows at a time into one reused buffer for every block:
+    a large gallery is never copied whole (at MSMT17 size the prepared copy alone was 673 MB, more
+    than the blocks), for about 15% more time there (each block prepares the gallery again).
     """
 
     def __init__(self, query: torch.Tensor, gallery: torch.Tensor, metric: DistanceMetric,
-                 gemm_threads: int | None = None) -> None:
+                 gemm_threads: int | None = None, gallery_prepared: bool = True) -> None:
         self.query, self.gallery, self.metric = query, gallery, metric
         self.num_query, self.num_gallery = query.shape[0], gallery.shape[0]
         self.gemm_threads = gemm_threads or torch.get_num_threads()
-        row_bytes = max(1, gallery.shape[1] * gallery.element_size())
-        self.chunk_rows = max(1, GALLERY_CHUNK_BYTES // row_bytes)
+        self.gallery_prepared = gallery_prepared
 
     def blocks(self, rows: int) -> Iterator[tuple[int, torch.Tensor]]:
-        chunk_rows = min(self.chunk_rows, self.num_gallery)
-        buffer = torch.empty((chunk_rows, self.gallery.shape[1]), dtype=self.gallery.dtype)
+        if self.gallery_prepared:
+            for start in range(0, self.num_query, rows):
+                with torch_threads(self.gemm_threads):
+                    block = self.metric.pairwise(self.query[start : start + rows], self.gallery)
+                yield start, block
+            return
+        chunk = max(1, min(self.num_gallery, GALLERY_CHUNK_BYTES // max(1, self.gallery[:1].nbytes)))
+        buffer = torch.empty((chunk, self.gallery.shape[1]), dtype=self.gallery.dtype)
         for start in range(0, self.num_query, rows):
             query = self.query[start : start + rows]
             block = torch.empty((query.shape[0], self.num_gallery), dtype=query.dtype)
             with torch_threads(self.gemm_threads):
-                for col in range(0, self.num_gallery, chunk_rows):
-                    raw = self.gallery[col : col + chunk_rows]
+                for col in range(0, self.num_gallery, chunk):
+                    raw = self.gallery[col : col + chunk]
                     gallery = self.metric.prepare(raw, out=buffer[: raw.shape[0]])
                     self.metric.pairwise(query, gallery, out=block[:, col : col + raw.shape[0]])
             yield start, block
@@ -136,5 +143,10 @@ def distance_blocks(
         graph = feature_graph(q, g, m, memory_budget_mb)
         del q, g  # the graph holds its own concatenated copy
         return RerankedDistanceBlocks(graph, rerank, memory_budget_mb, num_threads)
-    q, g, m = prepare_pair(q_feats, g_feats, metric, prepare_gallery=False)  # prepared per block
-    return FeatureDistanceBlocks(q, g, m)
+    # A prepared copy of the gallery up to a quarter of the budget is made once (fastest); a larger
+    # one is prepared chunk by chunk for every block instead (bounded memory).
+    q, g, m = prepare_pair(q_feats, g_feats, metric, prepare_gallery=False)
+    copy_fits = g.nbytes <= memory_budget_mb * 2**20 * PREPARED_GALLERY_BUDGET_FRACTION
+    if copy_fits:
+        g = m.prepare(g).contiguous()
+    return FeatureDistanceBlocks(q, g, m, gallery_prepared=copy_fits)
