@@ -183,17 +183,8 @@ def test_export_of_a_channels_last_model_gives_the_same_graph_outputs(tmp_path):
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_exact_resume_with_compile_on(backend, synthetic_root, tmp_path, make_tiny_cfg):
     """MODEL.COMPILE keeps state-dict keys and recompiles on resume: interrupted + resumed equals uninterrupted."""
-    from test_engine import Interrupt, final_state, train
+    from test_engine import assert_resume_is_exact
 
     opts = ["MODEL.COMPILE.ENABLED", "True", "MODEL.COMPILE.BACKEND", backend, "TEST.EVAL_PERIOD", "0"]
-    full = str(tmp_path / "full")
-    max_iter = train(make_tiny_cfg(synthetic_root, full, *opts))
-    split = str(tmp_path / "split")
-    cfg = make_tiny_cfg(synthetic_root, split, *opts)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, hooks=[Interrupt(at=max_iter - 1)])
-    train(cfg, resume=True)
-    a, b = final_state(full), final_state(split)
-    assert a.keys() == b.keys() and not any("_orig_mod" in key for key in a)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    state = assert_resume_is_exact(make_tiny_cfg, synthetic_root, tmp_path, opts)
+    assert not any("_orig_mod" in key for key in state)  # checkpoints keep the eager names

@@ -69,7 +69,12 @@ PRECISE_BN = ("TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.DATASET", "Mar
 ])
 def test_interrupted_and_resumed_run_matches_uninterrupted(synthetic_root, tmp_path, workers, evaluation,
                                                            make_tiny_cfg):
-    opts = ["DATALOADER.NUM_WORKERS", str(workers), *evaluation]
+    assert_resume_is_exact(make_tiny_cfg, synthetic_root, tmp_path, ["DATALOADER.NUM_WORKERS", str(workers), *evaluation])
+
+
+def assert_resume_is_exact(make_tiny_cfg, synthetic_root, tmp_path, opts: list[str]) -> dict:
+    """Train with ``opts``; train again, interrupted one iteration before the end and resumed: the
+    final weights must be bit-identical. Returns the final state dict."""
     full = str(tmp_path / "full")
     max_iter = train(make_tiny_cfg(synthetic_root, full, *opts))
 
@@ -85,6 +90,7 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(synthetic_root, tmp_p
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    return a
 
 
 def test_non_finite_loss_stops_with_a_clear_message(synthetic_root, tmp_path, make_tiny_cfg):
