@@ -144,6 +144,20 @@ def test_knn_selection_threads_give_the_same_lists(num_threads):
     assert torch.get_num_threads() == threads  # the caller's setting is restored
 
 
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("k", [9, 40])
+def test_knn_diagonal_tile_bounds_with_ties(k, num_threads):
+    # diagonal tiles wider than one mirrored square (256): every item's first threshold is the k-th of
+    # all the pairs its diagonal tile offers it, above and right of the diagonal; many exact ties
+    rng = np.random.default_rng(k)
+    x = rng.integers(-2, 3, (620, 3)).astype(np.float32)
+    threads = torch.get_num_threads()
+    for budget in (1024, 1.6):  # one 620-wide tile; tiles about 300 wide
+        nn = nearest_neighbours(x, None, k, metric="euclidean", memory_budget_mb=budget, num_threads=num_threads)
+        assert nn.indices.tolist() == brute_neighbours(x, x, k, True).tolist()
+    assert torch.get_num_threads() == threads
+
+
 def test_knn_cosine_symmetric_and_one_sided_agree():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 16)).astype(np.float32)

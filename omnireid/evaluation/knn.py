@@ -4,7 +4,8 @@ Why not a chunked ``torch.topk``: equal distances at the k-th place come out in 
 order, and a full top-k pass costs several ns per distance on a CPU. Here each distance tile is
 compared with the running k-th best distance of its rows (one SIMD comparison per distance); only
 the few survivors are merged into the running lists, ordered by ``(distance, gallery index)``. A
-row's first tile sets its threshold from the tile's own k-th value, so nothing is extracted in bulk.
+row's first tile sets its threshold from the tile's own k-th value, so nothing is extracted in bulk
+(in the symmetric search: the k-th of everything its diagonal tile offers it, row and column).
 
 When the query set *is* the gallery (``gallery=None``), the distance of a pair ``i < j`` is computed
 once (as row ``i``, column ``j``) and serves both rows, halving the GEMM work, and every item is
@@ -54,11 +55,14 @@ class _RunningTopK:
         self.sentinel = num_gallery  # index of an empty slot: sorts after every real item at equal distance
         self.values = torch.full((rows, k), float("inf"), dtype=dtype)
         self.indices = torch.full((rows, k), num_gallery, dtype=torch.int64)
+        # an upper bound of each row's final k-th distance known before its lists fill (the k-th
+        # smallest of values that will all be offered to it): a tight threshold from the start
+        self.bounds = torch.full((rows,), float("inf"), dtype=dtype)
         self._index_bits = max(1, num_gallery.bit_length())
 
     def thresholds(self, rows: slice | torch.Tensor) -> torch.Tensor:
-        """The current k-th best distance of ``rows``: anything larger can never enter."""
-        return self.values[rows, self.k - 1]
+        """The current k-th best distance of ``rows`` (or its known bound): anything larger can never enter."""
+        return torch.minimum(self.values[rows, self.k - 1], self.bounds[rows])
 
     def merge(self, cand_rows: torch.Tensor, cand_values: torch.Tensor, cand_indices: torch.Tensor) -> None:
         """Merge candidates (global state rows, in any order) into the running lists."""
@@ -201,6 +205,36 @@ class _Selection:
                 self.state, part, row0 + a, col0, part_valid, buffer, transposed=transposed))
         return tasks
 
+    def _bound_diagonal(self, block: torch.Tensor, row0: int, valid: torch.Tensor) -> None:
+        """Bounds for the rows of a diagonal tile (their first distances): the k-th smallest of all
+        the distances this tile offers an item, its row's part right of the diagonal and its
+        column's part above it.
+
+        Bounding by the row's own part alone leaves the last rows of the tile, with few pairs right
+        of the diagonal, loose thresholds that let most of their column through. The column parts
+        are mirrored into the lower triangle, in place (those entries are never offered: ``valid``
+        is the upper triangle), square by square so that the transposed reads stay in cache; row
+        slabs are tasks on the selection threads (each writes its own rows, reads only above the
+        diagonal).
+        """
+        n, k = block.shape[0], self.state.k
+        if n - 1 < k:
+            return
+        step = min(n, 256)
+
+        def bound(a: int) -> None:
+            b = min(a + step, n)
+            for c in range(0, a, step):
+                block[a:b, c : c + step].copy_(block[c : c + step, a:b].t())
+            square = block[a:b, a:b]
+            square.copy_(torch.where(valid[a:b, a:b], square, square.t()))
+            rows = block[a:b]
+            rows.diagonal(offset=a).fill_(float("inf"))  # the item itself
+            kth = torch.topk(rows, k, dim=1, largest=False, sorted=False).values.amax(dim=1)
+            self.state.bounds[row0 + a : row0 + b] = kth.to(self.state.bounds.dtype)
+
+        self.workers.run([lambda a=a: bound(a) for a in range(0, n, step)])
+
     def offer(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None = None) -> None:
         """Offer ``block`` (rows ``row0..``, columns ``col0..``) to its rows and, when mirrored, to
         its columns as rows (the pair ``(i, j)`` serves row ``j`` too)."""
@@ -210,6 +244,7 @@ class _Selection:
             return
         cols = self._tasks(block, col0, row0, valid, self.col_buffers, transposed=True)
         if row0 == col0:  # a diagonal tile: its rows and columns are the same lists
+            self._bound_diagonal(block, row0, valid)
             self.workers.run(rows)
             self.workers.run(cols)
         else:
