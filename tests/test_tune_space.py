@@ -174,3 +174,19 @@ def test_yaml_file_round_trip(tmp_path, cfg):
     path = tmp_path / "space.yml"
     path.write_text(yaml.safe_dump(SPACE))
     assert load_search_space(str(path), cfg).domains == parse(SPACE, cfg).domains
+
+
+@pytest.mark.parametrize("max_t, eta, short", [
+    (4, 3, [3]),  # the 4-epoch demo: Ray's bracket s=1 starts at int(4/3)=1 and ends at 3
+    (3, 3, []), (9, 3, []), (1, 3, []),
+    (10, 3, [9]),  # s=1: 3 -> 9; s=2: 1 -> 3 -> 9
+    (4, 2, []),
+    (6, 2, [4]),  # s=1: 3 -> 6; s=2: 1 -> 2 -> 4; s=3: r0 = 0, skipped
+])
+def test_hyperband_rungs_that_stop_before_a_full_trial(max_t, eta, short):
+    from omnireid.tune.algorithms import SCHEDULERS, hyperband_short_rungs
+
+    assert hyperband_short_rungs(max_t, eta) == short
+    warning = SCHEDULERS.get("hyperband").budget_warning(max_t, eta)
+    assert (warning is None) == (not short)
+    assert SCHEDULERS.get("asha").budget_warning(max_t, eta) is None

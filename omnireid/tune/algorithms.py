@@ -6,6 +6,7 @@ evaluation points, where every trial has a whole-state checkpoint to resume from
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,9 +66,12 @@ class SchedulerSettings:
 
 @dataclass(frozen=True)
 class Scheduler:
+    """``budget_warning(max_t, reduction_factor)``: why this budget wastes trials, or None."""
+
     build: Callable[[SchedulerSettings], Any]
     description: str
     search_algorithms: tuple[str, ...] | None = None
+    budget_warning: Callable[[int, float], str | None] = lambda max_t, reduction_factor: None
 
 
 def _register(registry: Registry, name: str, entry: Any) -> None:
@@ -129,6 +133,35 @@ def _hyperband(settings: SchedulerSettings) -> Any:
     return cls(time_attr=TIME_ATTR, max_t=settings.max_t, reduction_factor=settings.reduction_factor)
 
 
+def hyperband_short_rungs(max_t: int, reduction_factor: float) -> list[int]:
+    """Top rungs of HyperBand brackets that end below ``max_t``, as Ray builds them.
+
+    Ray starts bracket ``s`` at ``r0 = int(max_t / eta**s)`` and multiplies by ``eta`` ``s`` times
+    (capped at ``max_t``), so unless ``max_t`` is a multiple of ``eta**s`` the trials a bracket
+    promotes stop short of a full trial and can never be the reproducible best.
+    """
+    brackets = int(round(math.log(max_t) / math.log(reduction_factor))) + 1 if max_t > 1 else 1
+    short = set()
+    for s in range(1, brackets):
+        rung = int(max_t * reduction_factor ** (-s))
+        if rung == 0:  # Ray skips such brackets
+            continue
+        for _ in range(s):
+            rung = int(min(rung * reduction_factor, max_t))
+        if rung < max_t:
+            short.add(rung)
+    return sorted(short)
+
+
+def _hyperband_budget_warning(max_t: int, reduction_factor: float) -> str | None:
+    short = hyperband_short_rungs(max_t, reduction_factor)
+    if not short:
+        return None
+    return (f"with {max_t} evaluations per trial and reduction factor {reduction_factor:g}, HyperBand brackets "
+            f"stop their best trials after {', '.join(map(str, short))} evaluations, before the end of training; "
+            f"make the evaluations per trial a power of {reduction_factor:g} (or set --max-t / --reduction-factor)")
+
+
 def _asha(settings: SchedulerSettings) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
@@ -147,7 +180,8 @@ def _pbt(settings: SchedulerSettings) -> Any:
 
 _register(SCHEDULERS, "fifo", Scheduler(_fifo, "every trial runs to the end"))
 _register(SCHEDULERS, "hyperband", Scheduler(_hyperband, "HyperBand: brackets of successive halving "
-                                                         "(BOHB's variant with --search-alg bohb)"))
+                                                         "(BOHB's variant with --search-alg bohb)",
+                                             budget_warning=_hyperband_budget_warning))
 _register(SCHEDULERS, "asha", Scheduler(_asha, "asynchronous successive halving"))
 _register(SCHEDULERS, "pbt", Scheduler(_pbt, "population based training: copy the best trials' state, "
                                              "mutate hyperparameters", search_algorithms=("random",)))

@@ -265,6 +265,9 @@ def run_experiment(settings: TuneSettings, address: str | None, resume: bool, pl
     print(f"omnireid tune: {'resuming' if resume else 'starting'} {experiment_dir}: {settings.num_trials} trials, "
           f"{settings.search_alg} + {settings.scheduler}, {settings.metric} ({settings.mode}), {max_t} evaluations "
           f"per full trial\n  " + "\n  ".join(space_summary(space)), flush=True)
+    budget_warning = SCHEDULERS.get(settings.scheduler).budget_warning(max_t, settings.reduction_factor)
+    if budget_warning and not resume:
+        print(f"omnireid tune: warning: {budget_warning}", flush=True)
     random.seed(settings.seed)  # PBT's exploration draws from these in the driver
     np.random.seed(settings.seed)
     with ray_session(address, os.path.join(experiment_dir, "ray")):
