@@ -205,21 +205,21 @@ class _Selection:
                 self.state, part, row0 + a, col0, part_valid, buffer, transposed=transposed))
         return tasks
 
-    def _bound_diagonal(self, block: torch.Tensor, row0: int, valid: torch.Tensor) -> None:
-        """Bounds for the rows of a diagonal tile (their first distances): the k-th smallest of all
-        the distances this tile offers an item, its row's part right of the diagonal and its
-        column's part above it.
+    def _symmetrize_diagonal(self, block: torch.Tensor, row0: int, valid: torch.Tensor) -> bool:
+        """Make each row of a diagonal tile hold every distance the tile offers its item (its row
+        right of the diagonal, its column above it; itself at ``inf``) and bound the item by their
+        k-th smallest: its first threshold, as tight as the whole tile. False (tile unchanged) when
+        the tile offers fewer than k distances per item.
 
         Bounding by the row's own part alone leaves the last rows of the tile, with few pairs right
-        of the diagonal, loose thresholds that let most of their column through. The column parts
-        are mirrored into the lower triangle, in place (those entries are never offered: ``valid``
-        is the upper triangle), square by square so that the transposed reads stay in cache; row
-        slabs are tasks on the selection threads (each writes its own rows, reads only above the
-        diagonal).
+        of the diagonal, loose thresholds that let most of their column through. The upper triangle
+        is mirrored into the lower one (pairs computed once, copied exactly), square by square so
+        that the transposed reads stay in cache; row slabs are tasks on the selection threads (each
+        writes its own rows, reads only above the diagonal).
         """
         n, k = block.shape[0], self.state.k
         if n - 1 < k:
-            return
+            return False
         step = min(n, 256)
 
         def bound(a: int) -> None:
@@ -234,17 +234,22 @@ class _Selection:
             self.state.bounds[row0 + a : row0 + b] = kth.to(self.state.bounds.dtype)
 
         self.workers.run([lambda a=a: bound(a) for a in range(0, n, step)])
+        return True
 
     def offer(self, block: torch.Tensor, row0: int, col0: int, valid: torch.Tensor | None = None) -> None:
         """Offer ``block`` (rows ``row0..``, columns ``col0..``) to its rows and, when mirrored, to
         its columns as rows (the pair ``(i, j)`` serves row ``j`` too)."""
+        if self.mirrored and row0 == col0 and self._symmetrize_diagonal(block, row0, valid):
+            # a symmetric tile: one pass by rows (each item itself is inf, above its finite bound), on every buffer
+            buffers = self.row_buffers + (self.col_buffers if self.col_buffers is not self.row_buffers else [])
+            self.workers.run(self._tasks(block, row0, col0, None, buffers, transposed=False))
+            return
         rows = self._tasks(block, row0, col0, valid, self.row_buffers, transposed=False)
         if not self.mirrored:
             self.workers.run(rows)
             return
         cols = self._tasks(block, col0, row0, valid, self.col_buffers, transposed=True)
-        if row0 == col0:  # a diagonal tile: its rows and columns are the same lists
-            self._bound_diagonal(block, row0, valid)
+        if row0 == col0:  # a small diagonal tile: its rows and columns are the same lists
             self.workers.run(rows)
             self.workers.run(cols)
         else:
