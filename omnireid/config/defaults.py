@@ -142,8 +142,8 @@ _C.DATALOADER.NUM_WORKERS = 4
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-# Mixed precision, on by default where it is faster. DTYPE auto: fp16 on CUDA, bf16 on CPUs with native
-# bf16 (AVX512-BF16/AMX), fp32 on other CPUs (emulated bf16 is slower there; logged). bf16/fp16 force a dtype.
+# Mixed precision. DTYPE auto: fp16 on CUDA, fp32 on CPU. bf16 (opt-in on CPU: 2-3x faster with native
+# bf16/AMX, but short CPU runs turned non-finite at random with it) or fp16 force a dtype.
 _C.SOLVER.AMP = CN({"ENABLED": True, "DTYPE": "auto"})
 _C.SOLVER.OPT = "Adam"
 _C.SOLVER.OPT_IMPL = "auto"  # auto (fused where supported, else foreach), fused, foreach, for-loop
