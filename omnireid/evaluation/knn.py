@@ -166,7 +166,15 @@ class _Workers:
             for task in tasks:
                 task()
             return
-        futures = [self._pool.submit(task) for task in tasks[1:]]
+        # Grad and inference modes are thread-local: run the workers in the caller's, or their in-place
+        # updates of the caller's inference tensors fail (evaluation runs under torch.inference_mode).
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+        def in_callers_mode(task: Callable[[], None]) -> None:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                task()
+
+        futures = [self._pool.submit(in_callers_mode, task) for task in tasks[1:]]
         tasks[0]()
         for future in futures:
             future.result()
