@@ -32,6 +32,7 @@ def files(synthetic_root, tmp_path, make_tiny_cfg):
     (["SOLVER.MAX_ITER", "100"], "SOLVER.MAX_ITER is set: give --max-t"),
     (["TEST.EVAL_PERIOD", "0"], "TEST.EVAL_PERIOD must be > 0"),
     (["SOLVER.BASE_RL", "0.1"], "unknown config key 'SOLVER.BASE_RL'"),
+    (["--reduction-factor", "1"], "--reduction-factor must be > 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(files, args, message, capsys):
     config, space = files

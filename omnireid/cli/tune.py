@@ -42,6 +42,9 @@ def run_tune(args: argparse.Namespace) -> int:
         raise ConfigError("--search-space is required: a YAML file of config keys and distributions")
     if not os.path.isfile(args.search_space):
         raise MissingFileError(f"search space file not found: {args.search_space}")
+    if args.reduction_factor <= 1:
+        raise ConfigError(f"--reduction-factor must be > 1 (each rung keeps 1 in that many trials), got "
+                          f"{args.reduction_factor:g}")
     with open(args.search_space, encoding="utf-8") as f:
         space_text = f.read()
     settings = TuneSettings(
