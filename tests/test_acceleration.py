@@ -1,6 +1,8 @@
-"""Speed options change speed, not results: channels_last, torch.compile, native-bf16 detection."""
+"""Speed options change speed, not results: channels_last, torch.compile, native-bf16 detection, the
+CPU bf16 convolution guard."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -8,7 +10,8 @@ import torch
 
 from omnireid.config import ConfigError, get_cfg
 from omnireid.modeling import build_model
-from omnireid.modeling.acceleration import accelerate, channels_last_enabled, compile_model
+from omnireid.modeling.acceleration import (OneDnnBf16ConvGuard, accelerate, channels_last_enabled, compile_model,
+                                            mixed_precision)
 from omnireid.utils import hardware
 
 CPU = torch.device("cpu")
@@ -105,20 +108,90 @@ def test_native_bf16_detection_follows_the_cpu_flags(monkeypatch):
 
 
 
-def test_cpu_amp_auto_is_fp32_and_bf16_is_opt_in(monkeypatch, caplog):
+def test_cpu_amp_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch, caplog):
     from omnireid.engine import trainer
 
     cfg = tiny_cfg()  # the default: SOLVER.AMP.ENABLED True, DTYPE auto
     assert cfg.SOLVER.AMP.ENABLED is True and cfg.SOLVER.AMP.DTYPE == "auto"
     assert trainer.autocast_dtype(cfg, torch.device("cuda")) is torch.float16
-    for native in (True, False):
-        monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
-        with caplog.at_level(logging.INFO):
-            assert trainer.autocast_dtype(cfg, CPU) is None
-    assert "opt-in" in caplog.text and "no native bf16" in caplog.text
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.autocast_dtype(cfg, CPU) is torch.bfloat16
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.INFO):
+        assert trainer.autocast_dtype(cfg, CPU) is None
+    assert "no native bf16" in caplog.text
     forced = tiny_cfg("SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "bf16")
     assert trainer.autocast_dtype(forced, CPU) is torch.bfloat16
     assert trainer.autocast_dtype(tiny_cfg("SOLVER.AMP.ENABLED", "False"), CPU) is None
+
+
+@pytest.mark.parametrize("stride,padding,dilation,kernel", [
+    (2, 1, 1, 3), (2, 0, 1, 3), (3, 1, 1, 3), ((1, 2), (0, 1), 1, 3), (2, 3, 1, 7), (2, 2, 2, 3), (1, "valid", 1, 3),
+    (1, "same", 1, 3)])
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 8])
+def test_guard_reads_the_output_width_as_conv2d_computes_it(stride, padding, dilation, kernel, width):
+    """The guard's width arithmetic against the shapes conv2d itself produces (None only for "same")."""
+    from omnireid.modeling.acceleration import _conv2d_output_width
+
+    images, weight = torch.zeros(1, 2, 9, width), torch.zeros(4, 2, kernel, kernel)
+    call = {"input": images, "weight": weight, "stride": stride, "padding": padding, "dilation": dilation}
+    try:
+        expected = torch.nn.functional.conv2d(images, weight, None, stride, padding, dilation).shape[-1]
+    except RuntimeError:  # kernel larger than the padded input
+        return
+    assert _conv2d_output_width(call) == (None if padding == "same" else expected)
+
+
+def strided_one_column_conv(seed: int) -> tuple[torch.nn.Conv2d, torch.Tensor]:
+    """The case oneDNN 3.12's AMX bf16 kernel gets wrong: a stride-2 3x3 conv from 2 columns to 1."""
+    gen = torch.Generator().manual_seed(seed)
+    conv = torch.nn.Conv2d(128, 256, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.03)
+    return conv, torch.randn(32, 128, 4, 2, generator=gen)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cpu_bf16_autocast_convolutions_match_fp32(seed):
+    """Under the trainer's CPU bf16 context, output and weight gradient of a strided conv with one output
+    column match fp32 to bf16 rounding. (Plain ``torch.autocast`` gave NaN or values off by 150% on
+    this AMX machine in most draws; on other CPUs this holds either way.)"""
+    conv, images = strided_one_column_conv(seed)
+    with mixed_precision("cpu", torch.bfloat16):
+        out = conv(images)
+    out.float().square().sum().backward()
+    grad = conv.weight.grad.clone()
+    conv.weight.grad = None
+    reference = torch.nn.functional.conv2d(images.bfloat16().float(), conv.weight.bfloat16().float(), conv.bias,
+                                           2, 1)
+    reference.square().sum().backward()
+    assert out.dtype is torch.bfloat16  # the layers after it see what autocast would give them
+    torch.testing.assert_close(out.float(), reference.detach(), rtol=0.02, atol=0.02 * reference.abs().max().item())
+    torch.testing.assert_close(grad, conv.weight.grad, rtol=0.05, atol=0.05 * conv.weight.grad.abs().max().item())
+
+
+def test_guard_leaves_other_convolutions_in_bf16():
+    """Only strided one-column convolutions move to fp32; the guard is in the trainer's context only for
+    CPU bf16."""
+    seen = []
+
+    class Spy(OneDnnBf16ConvGuard):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = super().__torch_function__(func, types, args, kwargs)
+            if func is torch.conv2d:
+                seen.append(out.dtype)
+            return out
+
+    conv = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16), Spy():
+        conv(torch.randn(2, 8, 6, 6))  # 3 output columns: bf16 as usual
+    assert seen == [torch.bfloat16]
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        plain = conv(torch.randn(2, 8, 6, 2))
+    assert plain.dtype is torch.bfloat16
+    assert isinstance(mixed_precision("cpu", None), contextlib.nullcontext)
+    with mixed_precision("cpu", torch.bfloat16):
+        assert isinstance(torch.overrides._get_current_function_mode(), OneDnnBf16ConvGuard)
 
 
 @pytest.mark.skipif(not hardware.cpu_has_native_bf16(), reason="this CPU has no native bf16 (AVX512-BF16/AMX): "

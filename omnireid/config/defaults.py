@@ -142,8 +142,8 @@ _C.DATALOADER.NUM_WORKERS = 4
 # Solver
 # ---------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-# Mixed precision. DTYPE auto: fp16 on CUDA, fp32 on CPU. bf16 (opt-in on CPU: 2-3x faster with native
-# bf16/AMX, but short CPU runs turned non-finite at random with it) or fp16 force a dtype.
+# Mixed precision. DTYPE auto: fp16 on CUDA; on CPU bf16 where it is native (AVX512-BF16/AMX), else fp32.
+# bf16 or fp16 force a dtype.
 _C.SOLVER.AMP = CN({"ENABLED": True, "DTYPE": "auto"})
 _C.SOLVER.OPT = "Adam"
 _C.SOLVER.OPT_IMPL = "auto"  # auto (fused where supported, else foreach), fused, foreach, for-loop
