@@ -196,3 +196,113 @@ def test_matches_pytorch_metric_learning():
     assert ours["R-Precision"] == pytest.approx(100 * ref["r_precision"], abs=1e-9)
     assert ours["MAP@R"] == pytest.approx(100 * ref["mean_average_precision_at_r"], abs=1e-9)
     assert ours["SkippedQueries"] == 5
+
+
+# ----------------------------------------------------------------------------- bfloat16 screening
+def brute_rounded_neighbours(q, g, k, exclude_self, metric="cosine"):
+    """Per query: gallery items sorted by (distance evaluated in float64 from the metric-prepared
+    features, rounded to float32; index), own index removed: the screened search's definition."""
+    from omnireid.evaluation.distance import get_metric, prepare_features
+
+    m = get_metric(metric)
+    a = prepare_features(q, m, "q").double().numpy()
+    b = prepare_features(g, m, "g").double().numpy()
+    if metric == "cosine":
+        d = 1 - a @ b.T
+    else:
+        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+    d = d.astype(np.float32)
+    out = []
+    for i in range(len(q)):
+        cols = [j for j in range(len(g)) if not (exclude_self and j == i)]
+        out.append((sorted(cols, key=lambda j: (d[i, j], j)) + [-1] * k)[:k])
+    return np.array(out, dtype=np.int64)
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("budget", [1024, 0.05])
+def test_screened_search_matches_brute_force_with_ties(num_threads, budget):
+    # small integers: every distance exact in float32, bfloat16-screened or not; many exact ties,
+    # k larger than some rows' candidates (-1 padding), several tiles at the small budget
+    rng = np.random.default_rng(num_threads)
+    x = rng.integers(-2, 3, (230, 3)).astype(np.float32)
+    g = rng.integers(-2, 3, (250, 3)).astype(np.float32)
+    for k in (1, 9, 240):
+        nn = nearest_neighbours(x, None, k, metric="euclidean", memory_budget_mb=budget, num_threads=num_threads,
+                                screen=True)
+        assert nn.indices.tolist() == brute_neighbours(x, x, k, True).tolist()
+        nn = nearest_neighbours(x, g, k, metric="euclidean", memory_budget_mb=budget, num_threads=num_threads,
+                                screen=True)
+        assert nn.indices.tolist() == brute_neighbours(x, g, k, False).tolist()
+        assert torch.isinf(nn.distances[nn.indices < 0]).all()
+
+
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_screened_search_is_exact_below_bfloat16_resolution(num_threads):
+    # features that differ only below bfloat16's resolution (all screened distances nearly equal) plus
+    # exact duplicates: the ranking comes from the rescored float64 distances, ties by index
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(64).astype(np.float32)
+    x = base + 2.0**-12 * rng.standard_normal((300, 64)).astype(np.float32)
+    x[100:120] = x[0]  # duplicates of item 0: equal distances to everything
+    for budget in (1024, 0.1):
+        nn = nearest_neighbours(x, None, 25, memory_budget_mb=budget, num_threads=num_threads, screen=True)
+        assert nn.indices.tolist() == brute_rounded_neighbours(x, x, 25, True).tolist()
+        nn = nearest_neighbours(x[:70], x, 25, memory_budget_mb=budget, num_threads=num_threads, screen=True)
+        assert nn.indices.tolist() == brute_rounded_neighbours(x[:70], x, 25, False).tolist()
+
+
+def test_screened_search_in_inference_mode_on_two_threads():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 24)).astype(np.float32)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        nn = nearest_neighbours(x, None, 12, memory_budget_mb=0.2, num_threads=2, screen=True)
+    assert nn.indices.tolist() == brute_rounded_neighbours(x, x, 12, True).tolist()
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("screen", [True, False])
+def test_screened_and_exact_tiles_give_the_textbook_metrics(screen):
+    # classes of one item (skipped queries) and a query-gallery split with queries without any match
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 30, 300)
+    labels[:6] = 100 + np.arange(6)
+    x = rng.integers(-3, 4, (300, 4)).astype(np.float32)
+    ours = evaluate_retrieval(x, labels, recall_ks=(1, 4), metric="euclidean", memory_budget_mb=0.1,
+                              screen=screen).summary()
+    assert ours == pytest.approx(brute_metrics(x, labels, ks=(1, 4)), abs=1e-9)
+    assert ours["SkippedQueries"] == 6
+    g, g_labels = x[100:], labels[100:]
+    ours = evaluate_retrieval(x[:100], labels[:100], g, g_labels, recall_ks=(1, 4), metric="euclidean",
+                              screen=screen).summary()
+    assert ours == pytest.approx(brute_metrics(x[:100], labels[:100], g, g_labels, ks=(1, 4)), abs=1e-9)
+
+
+def test_screening_is_skipped_where_its_margin_lets_everything_through():
+    from omnireid.evaluation.distance import get_metric
+    from omnireid.evaluation.knn import _Screen
+
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(rng.standard_normal((3000, 32)).astype(np.float32))
+    cosine, euclidean = get_metric("cosine"), get_metric("euclidean")
+    unit = cosine.prepare(x)
+    assert _Screen.create(cosine, unit, unit, 10, None) is not None
+    far = x + 1000  # squared L2: the margin grows with |x|^2, the distances do not
+    assert _Screen.create(euclidean, far, far, 10, None) is None
+    nn = nearest_neighbours(far[:500].numpy(), None, 5, metric="euclidean")
+    assert torch.equal(nn.indices, nearest_neighbours(far[:500].numpy(), None, 5, metric="euclidean",
+                                                      screen=False).indices)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_screened_search_matches_rounded_brute_force_on_offset_clusters(seed, metric):
+    # features far from the origin in few dimensions: bfloat16 rounding errors of the operands are
+    # large next to the distances (wide margins, first thresholds from screened k-th values)
+    rng = np.random.default_rng(seed)
+    x = (rng.uniform(1, 30) + rng.uniform(0.05, 3) * rng.standard_normal((300, int(rng.integers(1, 6))))
+         ).astype(np.float32)
+    for budget in (1024, 0.1):
+        nn = nearest_neighbours(x, None, 20, metric=metric, memory_budget_mb=budget, screen=True)
+        assert nn.indices.tolist() == brute_rounded_neighbours(x, x, 20, True, metric).tolist()

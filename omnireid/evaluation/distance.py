@@ -58,6 +58,13 @@ class DistanceMetric(abc.ABC):
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Distance between ``x[i]`` and ``y[i]`` for every ``i`` (used for a few sparse pairs)."""
 
+    def dot_operand(self, features: torch.Tensor, side: str) -> torch.Tensor | None:
+        """Rows ``a`` (``side="left"``, for ``x``) or ``b`` (``"right"``, for ``y``) with
+        ``pairwise(x, y) = a @ b.T`` in exact arithmetic, or None when the distance has no such form.
+        The k-NN search screens its tiles with a bfloat16 GEMM of these and rescores the candidates
+        from them in float64 (:mod:`omnireid.evaluation.knn`)."""
+        return None
+
 
 @DISTANCE_REGISTRY.register("cosine")
 class CosineDistance(DistanceMetric):
@@ -86,6 +93,10 @@ class CosineDistance(DistanceMetric):
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return 1 - (x * y).sum(dim=1)
 
+    def dot_operand(self, features: torch.Tensor, side: str) -> torch.Tensor:
+        """``[x, 1] . [-y, 1] = 1 - <x, y>``."""
+        return torch.cat([features if side == "left" else -features, features.new_ones(features.shape[0], 1)], dim=1)
+
 
 @DISTANCE_REGISTRY.register("euclidean")
 class SquaredEuclideanDistance(DistanceMetric):
@@ -99,6 +110,13 @@ class SquaredEuclideanDistance(DistanceMetric):
 
     def rowwise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.pow(2).sum(dim=1) + y.pow(2).sum(dim=1) - 2 * (x * y).sum(dim=1)
+
+    def dot_operand(self, features: torch.Tensor, side: str) -> torch.Tensor:
+        """``[x, |x|^2, 1] . [-2y, 1, |y|^2] = |x|^2 + |y|^2 - 2<x, y>``."""
+        ones = features.new_ones(features.shape[0], 1)
+        squares = features.pow(2).sum(dim=1, keepdim=True)
+        parts = [features, squares, ones] if side == "left" else [-2 * features, ones, squares]
+        return torch.cat(parts, dim=1)
 
 
 @contextmanager

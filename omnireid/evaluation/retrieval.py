@@ -108,6 +108,7 @@ def evaluate_retrieval(
     memory_budget_mb: float = 1024,
     backend: str = "torch",
     num_threads: int | None = None,
+    screen: bool | None = None,
     **options: Any,
 ) -> RetrievalMetrics:
     """Recall@K, R-Precision and MAP@R; without a gallery, each item is a query against all others.
@@ -137,7 +138,7 @@ def evaluate_retrieval(
     if backend == "torch":
         if options:
             raise ValueError(f"the torch backend takes no options, got {sorted(options)}")
-        nn = search_prepared(q, g, k, m, memory_budget_mb, num_threads=num_threads)
+        nn = search_prepared(q, g, k, m, memory_budget_mb, num_threads=num_threads, screen=screen)
     else:
         nn = _external_search(q, g, k, m, backend, memory_budget_mb, options)
     idx = nn.indices.numpy()
