@@ -139,13 +139,15 @@ def child_main(args) -> None:
 
 
 # ----------------------------------------------------------------------------------- orchestration
-# evaluate_retrieval options per case: the default (the selection on the torch threads, like the
-# GEMMs) and the selection on one thread (the default before the selection was split into tasks)
-OURS = {"ours": {}, "ours_t1": {"num_threads": 1}}
+# evaluate_retrieval options per case: the default (bfloat16-screened tiles where the CPU has the
+# instructions, the selection on the torch threads like the GEMMs), the selection on one thread, and
+# float32 tiles without screening (the default before the screen)
+OURS = {"ours": {}, "ours_t1": {"num_threads": 1}, "ours_fp32": {"screen": False}}
 LABELS = {
     "inputs": "inputs only (load embeddings)",
     "ours": "omnireid evaluate_retrieval (exact, torch, default)",
     "ours_t1": "omnireid evaluate_retrieval, selection on 1 thread",
+    "ours_fp32": "omnireid evaluate_retrieval, float32 tiles (no bfloat16 screen)",
     "ours_faiss": "omnireid evaluate_retrieval, faiss IndexFlat search",
     "pml": "pytorch-metric-learning AccuracyCalculator (faiss IndexFlatL2)",
 }

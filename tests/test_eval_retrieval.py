@@ -281,15 +281,15 @@ def test_screened_and_exact_tiles_give_the_textbook_metrics(screen):
 
 def test_screening_is_skipped_where_its_margin_lets_everything_through():
     from omnireid.evaluation.distance import get_metric
-    from omnireid.evaluation.knn import _Screen
+    from omnireid.evaluation.knn import _Screen, _Workers
 
     rng = np.random.default_rng(6)
     x = torch.from_numpy(rng.standard_normal((3000, 32)).astype(np.float32))
     cosine, euclidean = get_metric("cosine"), get_metric("euclidean")
     unit = cosine.prepare(x)
-    assert _Screen.create(cosine, unit, unit, 10, None) is not None
+    assert _Screen.create(cosine, unit, unit, 10, None, _Workers(1)) is not None
     far = x + 1000  # squared L2: the margin grows with |x|^2, the distances do not
-    assert _Screen.create(euclidean, far, far, 10, None) is None
+    assert _Screen.create(euclidean, far, far, 10, None, _Workers(1)) is None
     nn = nearest_neighbours(far[:500].numpy(), None, 5, metric="euclidean")
     assert torch.equal(nn.indices, nearest_neighbours(far[:500].numpy(), None, 5, metric="euclidean",
                                                       screen=False).indices)

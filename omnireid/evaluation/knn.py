@@ -108,17 +108,6 @@ class _RunningTopK:
         return Neighbours(self.values, torch.where(empty, torch.full_like(self.indices, -1), self.indices))
 
 
-def _candidates(mask: np.ndarray) -> np.ndarray:
-    """Flat positions of the True entries of a C-contiguous bool array, fast when they are few:
-    the array is scanned 8 bytes at a time and only non-zero words are expanded."""
-    flat = mask.reshape(-1)
-    if flat.size % 8:
-        return np.flatnonzero(flat)
-    words = np.flatnonzero(flat.view(np.uint64))
-    expanded = (words[:, None] * 8 + np.arange(8)[None, :]).reshape(-1)
-    return expanded[flat[expanded]]
-
-
 class _Tile:
     """A distance tile of queries ``row0..`` x gallery items ``col0..``, as the selection compares it:
     here the exact distances themselves (see :class:`_ScreenedTile`)."""
@@ -139,7 +128,8 @@ class _Tile:
     def bound(self, values: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
         """Per row of ``values`` (rows of the block), an upper bound of the k-th smallest exact distance
         among them: the k-th smallest key (a partial sort, several times faster than ``torch.topk``)."""
-        return self._bound_of_key(torch.from_numpy(np.partition(self.keys(values), k - 1, axis=1)[:, k - 1]), dtype)
+        kth = np.partition(self.keys(values), k - 1, axis=1)[:, k - 1]
+        return self._bound_of_key(torch.from_numpy(kth), dtype)
 
     def _bound_of_key(self, kth: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return kth.to(dtype)
@@ -212,7 +202,7 @@ def _offer(state: _RunningTopK, tile: _Tile, a: int, b: int, valid: torch.Tensor
     np.less_equal(tile.keys(part), limits[None, :] if transposed else limits[:, None], out=mask)
     if valid is not None:
         np.logical_and(mask, valid.numpy(), out=mask)
-    flat = torch.from_numpy(_candidates(mask))
+    flat = torch.from_numpy(np.flatnonzero(mask))  # numpy's SIMD scan of a bool array: ~0.1 ns per entry
     r = torch.div(flat, cols, rounding_mode="floor")
     c = flat - r * cols
     if transposed:
@@ -362,15 +352,23 @@ class _Operand:
     low_norm: float
 
     @staticmethod
-    def of(metric: DistanceMetric, rows: torch.Tensor, side: str) -> _Operand:
-        # temporaries chunk by chunk: fresh full-block temporaries cost more in page faults than in arithmetic
-        chunks = range(0, rows.shape[0], _OPERAND_CHUNK)
-        exact = torch.cat([metric.dot_operand(rows[a : a + _OPERAND_CHUNK].double(), side) for a in chunks])
-        low = exact.to(torch.bfloat16)
-        error = max(float(torch.linalg.vector_norm(low[a : a + _OPERAND_CHUNK].double().sub_(
-            exact[a : a + _OPERAND_CHUNK]), dim=1).max()) for a in chunks)
-        norm = float(torch.linalg.vector_norm(exact, dim=1).max())
-        return _Operand(low, exact, norm, error, norm + error)  # |a~| <= |a| + |a - a~|
+    def of(metric: DistanceMetric, rows: torch.Tensor, side: str, workers: _Workers) -> _Operand:
+        """Made chunk by chunk, as tasks on ``workers`` (fresh block-sized temporaries would cost more
+        in page faults than in arithmetic)."""
+        parts: dict[int, tuple[torch.Tensor, torch.Tensor, float, float]] = {}
+
+        def make(a: int) -> None:
+            exact = metric.dot_operand(rows[a : a + _OPERAND_CHUNK].double(), side)
+            low = exact.to(torch.bfloat16)
+            error = torch.linalg.vector_norm(low.double().sub_(exact), dim=1).max()
+            parts[a] = (exact, low, float(torch.linalg.vector_norm(exact, dim=1).max()), float(error))
+
+        tasks = [lambda a=a: make(a) for a in range(0, rows.shape[0], _OPERAND_CHUNK)]
+        workers.run(tasks)
+        chunks = [parts[a] for a in sorted(parts)]
+        norm, error = max(c[2] for c in chunks), max(c[3] for c in chunks)
+        return _Operand(torch.cat([c[1] for c in chunks]), torch.cat([c[0] for c in chunks]), norm, error,
+                        norm + error)  # |a~| <= |a| + |a - a~|
 
 
 class _Screen:
@@ -386,20 +384,22 @@ class _Screen:
     these limits lose no neighbour. Survivors are rescored in float64 from the same operands (a
     sampled GEMM) and rounded once to the features' dtype.
 
-    Operands are made per block: the query blocks are kept (every column block meets them again), a
-    gallery block only while its tiles are made (a large gallery is never copied whole).
+    Operands are made per block and kept while their tiles are made; with ``keep_rows`` (the
+    symmetric search) the row blocks are kept throughout (every column block meets them again).
     """
 
     element_size, max_tile = 2, MAX_SCREENED_TILE  # bfloat16 tiles
 
-    def __init__(self, metric: DistanceMetric, q: torch.Tensor, g: torch.Tensor) -> None:
+    def __init__(self, metric: DistanceMetric, q: torch.Tensor, g: torch.Tensor, workers: _Workers,
+                 keep_rows: bool) -> None:
         self.metric, self.q, self.g, self.dtype = metric, q, g, q.dtype
+        self.workers, self.keep_rows = workers, keep_rows
         self._left: dict[tuple[int, int], _Operand] = {}
         self._right: tuple[tuple[int, int], _Operand] | None = None
 
     @staticmethod
-    def create(metric: DistanceMetric, q: torch.Tensor, g: torch.Tensor, k: int,
-               enabled: bool | None) -> _Screen | None:
+    def create(metric: DistanceMetric, q: torch.Tensor, g: torch.Tensor, k: int, enabled: bool | None,
+               workers: _Workers, keep_rows: bool = False) -> _Screen | None:
         """A screen when the metric has a dot form and ``enabled`` (None: when the CPU has bfloat16
         matrix instructions and :meth:`_saves_work`); None otherwise."""
         if enabled is False or metric.dot_operand(q[:1], "left") is None:
@@ -410,7 +410,7 @@ class _Screen:
             warnings.simplefilter("ignore", UserWarning)
             torch.sparse_csr_tensor(torch.zeros(2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
                                     torch.zeros(0), (1, 1), check_invariants=False)
-        screen = _Screen(metric, q, g)
+        screen = _Screen(metric, q, g, workers, keep_rows)
         return screen if enabled or screen._saves_work(k) else None
 
     def _saves_work(self, k: int) -> bool:
@@ -422,8 +422,8 @@ class _Screen:
         num_gallery = self.g.shape[0]
         rows = torch.linspace(0, self.q.shape[0] - 1, min(self.q.shape[0], 128)).long()
         cols = torch.linspace(0, num_gallery - 1, min(num_gallery, 4096)).long()
-        left = _Operand.of(self.metric, self.q[rows], "left")
-        right = _Operand.of(self.metric, self.g[cols], "right")
+        left = _Operand.of(self.metric, self.q[rows], "left", self.workers)
+        right = _Operand.of(self.metric, self.g[cols], "right", self.workers)
         screened = (left.low @ right.low.t()).float()
         rank = min(len(cols), max(1, round(k * len(cols) / num_gallery)))  # where the k-th falls in the sample
         kth = screened.kthvalue(rank, dim=1).values
@@ -436,11 +436,12 @@ class _Screen:
         self.buffer, self.threads = torch.empty(tile * tile, dtype=torch.bfloat16), threads
 
     def _operands(self, i: int, j: int, rows: int, cols: int) -> tuple[_Operand, _Operand]:
-        with torch_threads(self.threads):  # element-wise work on large blocks, between GEMMs
-            if (i, rows) not in self._left:
-                self._left[i, rows] = _Operand.of(self.metric, self.q[i : i + rows], "left")
-            if self._right is None or self._right[0] != (j, cols):
-                self._right = ((j, cols), _Operand.of(self.metric, self.g[j : j + cols], "right"))
+        if (i, rows) not in self._left:
+            if not self.keep_rows:  # a query block's tiles come one after another
+                self._left.clear()
+            self._left[i, rows] = _Operand.of(self.metric, self.q[i : i + rows], "left", self.workers)
+        if self._right is None or self._right[0] != (j, cols):
+            self._right = ((j, cols), _Operand.of(self.metric, self.g[j : j + cols], "right", self.workers))
         return self._left[i, rows], self._right[1]
 
     def tile(self, i: int, j: int, rows: int, cols: int, row0: int | None = None) -> _ScreenedTile:
@@ -516,17 +517,18 @@ def search_prepared(q: torch.Tensor, g: torch.Tensor | None, k: int, metric: Dis
     if exclude_self and q.shape[0] > num_gallery:
         raise ValueError(f"exclude_self needs the queries to be the first gallery items, got {q.shape[0]} queries "
                          f"and {num_gallery} gallery items")
+    symmetric = same and q.shape[0] * k * _STATE_BYTES_PER_NEIGHBOUR <= memory_budget_mb * 2**20
     gemm_threads = torch.get_num_threads()  # the caller's setting, for the GEMMs only
     workers = _Workers(num_threads or gemm_threads)
-    screening = _Screen.create(metric, q, q if same else g, k, screen)
-    tiles = screening or _ExactTiles(metric, q, q if same else g)
-    tile = _tile_size(max(q.shape[0], num_gallery), memory_budget_mb, tiles.element_size, workers.count,
-                      tiles.max_tile)
-    tiles.allocate(tile, gemm_threads)
-    state_bytes = q.shape[0] * k * _STATE_BYTES_PER_NEIGHBOUR
     try:
         with torch_threads(1):  # each selection task on one torch thread
-            if same and state_bytes <= memory_budget_mb * 2**20:
+            gallery = q if same else g
+            tiles = _Screen.create(metric, q, gallery, k, screen, workers, keep_rows=symmetric) or \
+                _ExactTiles(metric, q, gallery)
+            tile = _tile_size(max(q.shape[0], num_gallery), memory_budget_mb, tiles.element_size, workers.count,
+                              tiles.max_tile)
+            tiles.allocate(tile, gemm_threads)
+            if symmetric:
                 return _symmetric_search(tiles, q.shape[0], k, q.dtype, tile, workers)
             return _one_sided_search(tiles, q.shape[0], num_gallery, k, q.dtype, tile, exclude_self,
                                      memory_budget_mb, workers)
