@@ -306,3 +306,12 @@ def test_screened_search_matches_rounded_brute_force_on_offset_clusters(seed, me
     for budget in (1024, 0.1):
         nn = nearest_neighbours(x, None, 20, metric=metric, memory_budget_mb=budget, screen=True)
         assert nn.indices.tolist() == brute_rounded_neighbours(x, x, 20, True, metric).tolist()
+
+
+def test_screened_search_without_a_bound_rescores_everything():
+    # features so large that the bfloat16 GEMM could overflow float32: no margin, every pair rescored
+    rng = np.random.default_rng(7)
+    x = (2.0**30 * rng.integers(-2, 3, (150, 3))).astype(np.float32)
+    for screen in (True, False):
+        nn = nearest_neighbours(x, None, 8, metric="euclidean", memory_budget_mb=0.05, screen=screen)
+        assert nn.indices.tolist() == brute_neighbours(x, x, 8, True).tolist()

@@ -113,6 +113,7 @@ class _Tile:
     here the exact distances themselves (see :class:`_ScreenedTile`)."""
 
     screened = False
+    bounded = True  # False: every key passes, so no value (``inf`` included) can mark a pair as never offered
 
     def __init__(self, block: torch.Tensor, row0: int, col0: int) -> None:
         self.block, self.row0, self.col0 = block, row0, col0
@@ -148,6 +149,7 @@ class _ScreenedTile(_Tile):
                  right: torch.Tensor, margin: float) -> None:
         super().__init__(block, row0, col0)
         self.screen, self.left, self.right, self.margin = screen, left, right, margin
+        self.bounded = margin < float("inf")
 
     def keys(self, part: torch.Tensor) -> np.ndarray:
         # bfloat16 bits as int16 order every value below a non-negative limit correctly (negative
@@ -155,6 +157,8 @@ class _ScreenedTile(_Tile):
         return part.view(torch.int16).numpy()
 
     def limits(self, thresholds: torch.Tensor) -> np.ndarray:
+        if self.margin == float("inf"):  # no bound: every pair is rescored (NaN codes included)
+            return np.full(thresholds.shape[0], np.iinfo(np.int16).max, dtype=np.int16)
         widened = (thresholds.double() + self.margin).clamp_min(0)  # below 0: anything negative passes
         bits = _round_up(widened, torch.float32).view(torch.int32).long()
         return ((bits + 0xFFFF) >> 16).to(torch.int16).numpy()  # the smallest bfloat16 >= the float32
@@ -162,6 +166,8 @@ class _ScreenedTile(_Tile):
     def _bound_of_key(self, kth: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         # a negative k-th code: k values are negative (their codes order them backwards), and 0 bounds them;
         # the accumulated value is below the next bfloat16 (ulp <= 2**-7 of the value, 2**-133 if subnormal)
+        if self.margin == float("inf"):
+            return torch.full(kth.shape, float("inf"), dtype=dtype)
         value = kth.clamp_min(0).view(torch.bfloat16).double()
         return _round_up(value + value * 2.0**-7 + 2.0**-120 + self.margin, dtype)
 
@@ -323,7 +329,7 @@ class _Selection:
         """Offer ``tile`` to its rows and, when mirrored, to its columns as rows (the pair ``(i, j)``
         serves row ``j`` too)."""
         diagonal = tile.row0 == tile.col0
-        if self.mirrored and diagonal and self._symmetrize_diagonal(tile, valid):
+        if self.mirrored and diagonal and tile.bounded and self._symmetrize_diagonal(tile, valid):
             # a symmetric tile: one pass by rows (each item itself is inf, above its finite bound), on every buffer
             buffers = self.row_buffers + (self.col_buffers if self.col_buffers is not self.row_buffers else [])
             self.workers.run(self._tasks(tile, None, buffers, transposed=False))
@@ -455,7 +461,10 @@ class _Screen:
 
     @staticmethod
     def _margin(left: _Operand, right: _Operand) -> float:
-        """The bound of ``|screened - exact|`` over the pairs of two blocks (see the class docstring)."""
+        """The bound of ``|screened - exact|`` over the pairs of two blocks (see the class docstring);
+        ``inf`` where the float32 accumulation could overflow (huge features)."""
+        if not left.low_norm * right.low_norm <= 2.0**100:
+            return float("inf")
         terms = left.low.shape[1]
         gamma = terms * 2.0**-24 / (1 - terms * 2.0**-24)  # float32 accumulation of `terms` products
         margin = (left.error * right.norm + left.norm * right.error + left.error * right.error
