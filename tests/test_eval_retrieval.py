@@ -315,3 +315,12 @@ def test_screened_search_without_a_bound_rescores_everything():
     for screen in (True, False):
         nn = nearest_neighbours(x, None, 8, metric="euclidean", memory_budget_mb=0.05, screen=screen)
         assert nn.indices.tolist() == brute_neighbours(x, x, 8, True).tolist()
+
+
+@pytest.mark.parametrize("screen", [None, True])
+def test_empty_query_or_gallery(screen):
+    g = np.random.default_rng(8).standard_normal((50, 4)).astype(np.float32)
+    nn = nearest_neighbours(np.zeros((0, 4), np.float32), g, 3, screen=screen)
+    assert nn.indices.shape == (0, 3) and nn.distances.shape == (0, 3)
+    nn = nearest_neighbours(g[:5], np.zeros((0, 4), np.float32), 3, screen=screen)
+    assert (nn.indices == -1).all() and torch.isinf(nn.distances).all()

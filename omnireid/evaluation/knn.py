@@ -408,7 +408,7 @@ class _Screen:
                workers: _Workers, keep_rows: bool = False) -> _Screen | None:
         """A screen when the metric has a dot form and ``enabled`` (None: when the CPU has bfloat16
         matrix instructions and :meth:`_saves_work`); None otherwise."""
-        if enabled is False or metric.dot_operand(q[:1], "left") is None:
+        if enabled is False or not len(q) or not len(g) or metric.dot_operand(q[:1], "left") is None:
             return None
         if enabled is None and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
             return None
@@ -602,6 +602,8 @@ def _one_sided_search(tiles: _ExactTiles | _Screen, nq: int, ng: int, k: int, dt
         res = state.result()
         distances.append(res.distances)
         indices.append(res.indices)
+    if not distances:  # no query
+        return Neighbours(torch.empty(0, k, dtype=dtype), torch.empty(0, k, dtype=torch.int64))
     return Neighbours(torch.cat(distances), torch.cat(indices))
 
 
