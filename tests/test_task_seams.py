@@ -54,10 +54,12 @@ DATASETS: {NAMES: ["ToyBrightness"], TESTS: ["ToyBrightness"]}
 DATALOADER: {SAMPLER_TRAIN: TrainingSampler, NUM_WORKERS: 0}
 INPUT: {SIZE_TRAIN: [16, 16], SIZE_TEST: [16, 16]}
 SOLVER: {OPT: Adam, BASE_LR: 0.001, IMS_PER_BATCH: 8, MAX_ITER: 24, CHECKPOINT_PERIOD: 100, WARMUP_ITERS: 0,
-         STEPS: [1000]}
+         STEPS: [1000], AMP: {ENABLED: False}}
 TEST: {EVAL_PERIOD: 100, IMS_PER_BATCH: 16}
 SEED: 3
 """
+# fp32 (AMP off): the test is about the seams, and its 24 iterations should learn the same on every CPU
+# (bf16 autocast is the default only where the CPU has native bf16; with it, seed 3 ended at 87.5 %).
 
 
 def _omnireid(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
