@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from omnireid.utils.hardware import cpu_has_native_bf16
+
 from .distance import DistanceMetric, get_metric, prepare_features, torch_threads
 from .rank import _ordered_bits, rows_per_chunk
 
@@ -410,7 +412,7 @@ class _Screen:
         matrix instructions and :meth:`_saves_work`); None otherwise."""
         if enabled is False or not len(q) or not len(g) or metric.dot_operand(q[:1], "left") is None:
             return None
-        if enabled is None and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        if enabled is None and not cpu_has_native_bf16():
             return None
         with warnings.catch_warnings():  # torch warns once per process that sparse CSR support is in beta
             warnings.simplefilter("ignore", UserWarning)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -158,8 +158,11 @@ def mixed_precision(device_type: str, dtype: torch.dtype | None) -> contextlib.A
     the convolutions oneDNN gets wrong to fp32 (:class:`OneDnnBf16ConvGuard`)."""
     if dtype is None:
         return contextlib.nullcontext()
-    stack = contextlib.ExitStack()
-    stack.enter_context(torch.autocast(device_type, dtype=dtype))
-    if device_type == "cpu" and dtype is torch.bfloat16:
-        stack.enter_context(OneDnnBf16ConvGuard())
-    return stack
+    return _autocast(device_type, dtype)
+
+
+@contextlib.contextmanager
+def _autocast(device_type: str, dtype: torch.dtype) -> Iterator[None]:
+    guard = OneDnnBf16ConvGuard() if device_type == "cpu" and dtype is torch.bfloat16 else contextlib.nullcontext()
+    with torch.autocast(device_type, dtype=dtype), guard:
+        yield
